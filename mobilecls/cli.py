@@ -1,0 +1,99 @@
+"""The `mobilecls` command line: thin commands that parse, call the library and print.
+
+TensorFlow is imported only inside commands, so `mobilecls --help` answers instantly. Library
+errors (ValueError, FileNotFoundError) become one-line click errors with exit status 2.
+"""
+
+import functools
+import json
+
+import click
+
+from mobilecls.models.registry import list_models  # no TensorFlow import
+
+
+def _library_errors(command):
+    """Turn the library's ValueError/FileNotFoundError into a one-line usage error (exit 2)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (ValueError, FileNotFoundError) as error:
+            raise click.UsageError(str(error)) from None
+
+    return wrapper
+
+
+def _model_options(command):
+    for option in reversed((
+        click.option("--input-size", type=int, default=224, show_default=True, help="Square input side."),
+        click.option("--num-classes", type=int, default=1000, show_default=True),
+        click.option("--width", type=float, default=1.0, show_default=True, help="Width multiplier."),
+        click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table."),
+    )):
+        command = option(command)
+    return command
+
+
+def _human(count):
+    return f"{count / 1e6:.2f}M"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mobilecls")
+def main():
+    """Build, train, quantize and benchmark MobileNet / ShuffleNet classifiers for mobile."""
+
+
+@main.command()
+@_model_options
+@_library_errors
+def models(input_size, num_classes, width, as_json):
+    """List every model with its parameters and MACs.
+
+    Example: mobilecls models --input-size 224 --width 1.0
+    """
+    from mobilecls.models.profile import summarize
+
+    rows = [summarize(name, width=width, input_size=input_size, num_classes=num_classes)
+            for name in list_models()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'model':<20} {'width':>5} {'params':>8} {'MACs':>9}   (input {input_size}, {num_classes} classes)")
+    for row in rows:
+        click.echo(f"{row['name']:<20} {row['width']:>5g} {_human(row['params']):>8} {_human(row['macs']):>9}")
+
+
+@main.command()
+@click.argument("name", type=click.Choice(list_models()))
+@_model_options
+@_library_errors
+def profile(name, input_size, num_classes, width, as_json):
+    """Per-layer MACs of one model with the study's formulas (eqs. 1-4).
+
+    Example: mobilecls profile mobilenet_v1 --input-size 224
+    """
+    import dataclasses
+
+    from mobilecls.models import build_model
+    from mobilecls.models.profile import count_params, layer_costs
+
+    model = build_model(name, width=width, input_size=input_size, num_classes=num_classes)
+    costs = layer_costs(model)
+    if as_json:
+        click.echo(json.dumps({"name": name, "width": width, "params": count_params(model),
+                               "macs": sum(c.macs for c in costs),
+                               "layers": [dataclasses.asdict(c) for c in costs]}, indent=2))
+        return
+    click.echo(f"{'layer':<36} {'kind':<10} {'formula':<10} {'output':<14} {'MACs':>12} {'params':>9}")
+    for c in costs:
+        output = "x".join(map(str, c.output))
+        click.echo(f"{c.name:<36} {c.kind:<10} {c.formula:<10} {output:<14} {c.macs:>12,} {c.params:>9,}")
+    click.echo(f"{'total':<36} {'':<10} {'':<10} {'':<14} {sum(c.macs for c in costs):>12,} "
+               f"{count_params(model):>9,}")
+
+
+if __name__ == "__main__":
+    main()

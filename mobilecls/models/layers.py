@@ -1,0 +1,181 @@
+"""Building blocks shared by the model families.
+
+Every layer here is either a built-in tf_keras layer or a small weightless layer that carries
+``mobilecls_quantize_output`` (read by the registry extension in ``mobilecls._tf``) and
+``get_prunable_weights`` (read by tfmot's pruning wrapper), so quantize_model and
+prune_low_magnitude accept the whole model as it is.
+"""
+
+from mobilecls._tf import keras, tf
+
+layers = keras.layers
+
+
+def make_divisible(value, divisor=8, min_value=None):
+    """Round ``value`` to the nearest multiple of ``divisor``, never more than 10 % down."""
+    min_value = min_value or divisor
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+class _Weightless(layers.Layer):
+    """A layer with no weights: nothing to prune, output quantized like an activation."""
+
+    mobilecls_quantize_output = True
+
+    def get_prunable_weights(self):
+        return []
+
+
+class _FrozenDepthwise(layers.DepthwiseConv2D):
+    """A depthwise convolution with constant, non-trainable weights, never pruned.
+
+    Why not Rescaling or AveragePooling2D: under QAT the constant weights get fake-quantized
+    like any convolution, so the converter emits one int8 DEPTHWISE_CONV_2D, which the XNNPACK
+    delegate runs; Rescaling becomes float MUL/SUB and int8 AVERAGE_POOL_2D is not delegated.
+    """
+
+    mobilecls_quantize_output = True
+    mobilecls_quantize_weights = ("depthwise_kernel",)
+    kernel, weight, bias = 1, 1.0, None
+
+    def __init__(self, **kwargs):
+        for fixed in ("kernel_size", "use_bias", "trainable", "depthwise_initializer", "bias_initializer"):
+            kwargs.pop(fixed, None)
+        kwargs.setdefault("padding", "same")
+        super().__init__(self.kernel, use_bias=self.bias is not None, trainable=False,
+                         depthwise_initializer=keras.initializers.Constant(self.weight),
+                         bias_initializer=keras.initializers.Constant(self.bias or 0.0), **kwargs)
+
+    def get_prunable_weights(self):
+        return []
+
+
+@keras.utils.register_keras_serializable("mobilecls")
+class PixelNormalization(_FrozenDepthwise):
+    """Maps RGB pixels in 0..255 to -1..1 (x / 127.5 - 1), so exported models take raw pixels."""
+
+    kernel, weight, bias = 1, 1 / 127.5, -1.0
+
+
+@keras.utils.register_keras_serializable("mobilecls")
+class AveragePooling3x3(_FrozenDepthwise):
+    """3x3 average pooling counting the zero padding (PyTorch's AvgPool2d(3, s, 1) default)."""
+
+    kernel, weight, bias = 3, 1 / 9, None
+
+
+@keras.utils.register_keras_serializable("mobilecls")
+class ShiftedReLU6(_Weightless):
+    """relu6(x + 3), the numerator of hard-sigmoid and hard-swish."""
+
+    def call(self, inputs):
+        return tf.nn.relu6(inputs + 3.0)
+
+
+@keras.utils.register_keras_serializable("mobilecls")
+class ConstantScale(_Weightless):
+    """x * factor for a fixed scalar factor."""
+
+    def __init__(self, factor, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = float(factor)
+
+    def call(self, inputs):
+        return inputs * self.factor
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
+@keras.utils.register_keras_serializable("mobilecls")
+class Product(_Weightless):
+    """Elementwise product of two tensors, broadcasting (e.g. a 1x1xC gate over HxWxC)."""
+
+    def call(self, inputs):
+        first, second = inputs
+        return first * second
+
+
+# Why hard-sigmoid and hard-swish are several small layers and not one: each layer's output
+# gets its own fake-quant node under QAT, so every intermediate tensor has an int8 range and
+# the converter emits int8 ADD/MUL ops; a single layer would leave float ops between its
+# input and output. The order (x / 6) * relu6(x + 3) also keeps the converter from fusing
+# HARD_SWISH, which the XNNPACK delegate does not run in int8 (it would split the graph).
+def hard_sigmoid(x, name):
+    """relu6(x + 3) / 6 from built-in-quantizable pieces."""
+    return ConstantScale(1 / 6, name=f"{name}_sixth")(ShiftedReLU6(name=f"{name}_relu6")(x))
+
+
+def hard_swish(x, name):
+    """x * relu6(x + 3) / 6 as (x / 6) * relu6(x + 3)."""
+    sixth = ConstantScale(1 / 6, name=f"{name}_sixth")(x)
+    return Product(name=f"{name}_product")([sixth, ShiftedReLU6(name=f"{name}_relu6")(x)])
+
+
+def channel_shuffle(x, groups, name):
+    """Channel shuffle of the study's eq. (7) from static shapes and built-in layers.
+
+    Reshape (H, W, g, C/g) -> Permute -> Reshape (H, W, C): input channel i lands at output
+    index floor(i / (C/g)) + (i mod (C/g)) * g. Reshape and Permute pass through QAT.
+    """
+    height, width, channels = x.shape[1:]
+    if channels % groups:
+        raise ValueError(f"channel_shuffle: {channels} channels are not divisible by {groups} groups")
+    x = layers.Reshape((height, width, groups, channels // groups), name=f"{name}_reshape")(x)
+    x = layers.Permute((1, 2, 4, 3), name=f"{name}_permute")(x)
+    return layers.Reshape((height, width, channels), name=f"{name}_flatten")(x)
+
+
+def conv_bn(x, filters, kernel, stride=1, groups=1, activation="relu", name="conv"):
+    """Conv (no bias) -> BatchNorm -> activation ('relu', 'relu6', 'hswish' or None)."""
+    x = layers.Conv2D(filters, kernel, strides=stride, padding="same", groups=groups,
+                      use_bias=False, name=name)(x)
+    x = layers.BatchNormalization(epsilon=1e-3, momentum=0.99, name=f"{name}_bn")(x)
+    return activate(x, activation, name)
+
+
+def depthwise_bn(x, kernel, stride=1, activation="relu", name="dw"):
+    """Depthwise conv (no bias) -> BatchNorm -> activation."""
+    x = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=name)(x)
+    x = layers.BatchNormalization(epsilon=1e-3, momentum=0.99, name=f"{name}_bn")(x)
+    return activate(x, activation, name)
+
+
+def activate(x, activation, name):
+    """Apply a named activation as its own layer (``None`` leaves ``x`` linear)."""
+    if activation is None:
+        return x
+    if activation == "relu":
+        return layers.ReLU(name=f"{name}_relu")(x)
+    if activation == "relu6":
+        return layers.ReLU(6.0, name=f"{name}_relu6")(x)
+    if activation == "hswish":
+        return hard_swish(x, name=f"{name}_hswish")
+    raise ValueError(f"activation must be relu, relu6, hswish or None, got {activation!r}")
+
+
+def squeeze_excite(x, reduced, name):
+    """Squeeze-excite (MobileNetV3): GAP -> 1x1 ReLU -> 1x1 hard-sigmoid -> scale."""
+    gate = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_pool")(x)
+    gate = layers.Conv2D(reduced, 1, name=f"{name}_reduce")(gate)
+    gate = layers.ReLU(name=f"{name}_reduce_relu")(gate)
+    gate = layers.Conv2D(x.shape[-1], 1, name=f"{name}_expand")(gate)
+    gate = hard_sigmoid(gate, name=f"{name}_hsigmoid")
+    return Product(name=f"{name}_scale")([x, gate])
+
+
+def classifier_head(x, num_classes, dropout, name="head"):
+    """Global average pool -> dropout -> dense logits (softmax is left to the loss)."""
+    x = layers.GlobalAveragePooling2D(name=f"{name}_pool")(x)
+    if dropout:
+        x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
+    return layers.Dense(num_classes, name=f"{name}_logits")(x)
+
+
+def model_input(input_size, batch_size=None):
+    """The model input: RGB pixels 0..255, float32, normalised inside the model."""
+    inputs = keras.Input((input_size, input_size, 3), batch_size=batch_size, name="pixels")
+    return inputs, PixelNormalization(name="normalize")(inputs)

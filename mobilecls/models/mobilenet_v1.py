@@ -1,0 +1,43 @@
+"""MobileNetV1 (Howard et al., 2017): depthwise separable convolutions.
+
+CIFAR layout (input < 96): the stem and the first stride-2 block use stride 1, so a 32x32
+image ends at 4x4 instead of 1x1.
+"""
+
+from mobilecls._tf import keras
+from mobilecls.models.layers import classifier_head, conv_bn, depthwise_bn, make_divisible, model_input
+from mobilecls.models.registry import check_common, is_cifar_layout
+
+# (output channels, stride) of the 13 depthwise separable blocks.
+BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
+          (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))
+
+
+def mobilenet_v1(width=1.0, input_size=224, num_classes=1000, dropout=0.0, separable=True):
+    """Build MobileNetV1.
+
+    Args:
+        width: width multiplier (channels rounded to multiples of 8).
+        input_size: square input side; < 96 selects the CIFAR layout.
+        num_classes: number of output logits.
+        dropout: dropout rate before the classifier.
+        separable: False replaces each depthwise separable pair by one standard 3x3
+            convolution with the same output channels and stride (the study's ablation).
+    """
+    check_common("mobilenet_v1", width, input_size, num_classes, dropout)
+    cifar = is_cifar_layout(input_size)
+    inputs, x = model_input(input_size)
+    x = conv_bn(x, make_divisible(32 * width), 3, stride=1 if cifar else 2, activation="relu6", name="stem")
+    for index, (channels, stride) in enumerate(BLOCKS, start=1):
+        if cifar and index == 2:
+            stride = 1
+        filters = make_divisible(channels * width)
+        name = f"block_{index}"
+        if separable:
+            x = depthwise_bn(x, 3, stride, activation="relu6", name=f"{name}_depthwise")
+            x = conv_bn(x, filters, 1, activation="relu6", name=f"{name}_pointwise")
+        else:
+            x = conv_bn(x, filters, 3, stride, activation="relu6", name=f"{name}_conv")
+    outputs = classifier_head(x, num_classes, dropout)
+    suffix = "" if separable else "_standard_conv"
+    return keras.Model(inputs, outputs, name=f"mobilenet_v1_{width:g}{suffix}")

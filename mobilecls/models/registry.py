@@ -1,0 +1,69 @@
+"""The model registry: names -> builder functions returning Functional tf_keras models."""
+
+import importlib
+import inspect
+
+# name -> "module:function"; modules are imported only when a model is built, so listing
+# names never imports TensorFlow.
+_BUILDERS = {
+    "mobilenet_v1": "mobilecls.models.mobilenet_v1:mobilenet_v1",
+    "mobilenet_v2": "mobilecls.models.mobilenet_v2:mobilenet_v2",
+    "mobilenet_v3_large": "mobilecls.models.mobilenet_v3:mobilenet_v3_large",
+    "mobilenet_v3_small": "mobilecls.models.mobilenet_v3:mobilenet_v3_small",
+    "shufflenet_v1": "mobilecls.models.shufflenet_v1:shufflenet_v1",
+    "shufflenet_v2": "mobilecls.models.shufflenet_v2:shufflenet_v2",
+}
+
+
+def list_models():
+    """Names of every registered model, sorted."""
+    return sorted(_BUILDERS)
+
+
+def get_builder(name):
+    """The builder function registered as ``name``.
+
+    Raises:
+        ValueError: ``name`` is not registered (the message lists the names that are).
+    """
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown model {name!r}; expected one of: {', '.join(list_models())}")
+    module, function = _BUILDERS[name].split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def build_model(name, **kwargs):
+    """Build the registered model ``name`` as a new Functional tf_keras model.
+
+    Args:
+        name: one of ``list_models()``.
+        **kwargs: the builder's keywords: ``width``, ``input_size``, ``num_classes``,
+            ``dropout`` and the family's own (``separable``, ``groups``, ``shuffle``).
+
+    Raises:
+        ValueError: unknown model name or keyword, or an invalid value.
+    """
+    builder = get_builder(name)
+    accepted = inspect.signature(builder).parameters
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(f"{name} does not accept {', '.join(unknown)}; "
+                         f"its keywords are: {', '.join(accepted)}")
+    return builder(**kwargs)
+
+
+def check_common(name, width, input_size, num_classes, dropout):
+    """Validate the keywords every builder shares; raises ValueError naming the bad one."""
+    if not width > 0:
+        raise ValueError(f"{name}: width must be > 0, got {width!r}")
+    if not isinstance(input_size, int) or input_size < 32 or input_size % 32:
+        raise ValueError(f"{name}: input_size must be a multiple of 32 (>= 32), got {input_size!r}")
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"{name}: num_classes must be an integer >= 2, got {num_classes!r}")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"{name}: dropout must be in [0, 1), got {dropout!r}")
+
+
+def is_cifar_layout(input_size):
+    """Inputs below 96 pixels use the CIFAR stem (stride 8 in all instead of 32)."""
+    return input_size < 96

@@ -1,0 +1,49 @@
+"""The CLI starts without TensorFlow, answers --help for every command, and prints real numbers."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from mobilecls.cli import main
+
+
+def test_cli_import_does_not_import_tensorflow():
+    code = "import sys, mobilecls.cli; print('tensorflow' in sys.modules, 'tf_keras' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("command", [[]] + [[name] for name in main.commands])
+def test_every_command_answers_help(command):
+    result = CliRunner().invoke(main, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+
+
+def test_models_json_lists_every_model_with_params_and_macs():
+    result = CliRunner().invoke(main, ["models", "--input-size", "224", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    by_name = {row["name"]: row for row in rows}
+    assert set(by_name) == {"mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small",
+                            "shufflenet_v1", "shufflenet_v2"}
+    assert by_name["mobilenet_v1"]["macs"] == 568_740_352
+    assert all({"name", "width", "params", "macs"} <= set(row) for row in rows)
+
+
+def test_profile_prints_the_per_layer_equations():
+    result = CliRunner().invoke(main, ["profile", "mobilenet_v1", "--input-size", "224"])
+    assert result.exit_code == 0, result.output
+    assert "block_1_depthwise" in result.output and "eq. 2" in result.output and "eq. 3" in result.output
+    assert "568,740,352" in result.output
+
+
+def test_bad_input_is_a_one_line_error_with_status_2():
+    result = CliRunner().invoke(main, ["models", "--input-size", "100"])
+    assert result.exit_code == 2
+    assert "input_size must be a multiple of 32" in result.output
+    result = CliRunner().invoke(main, ["profile", "resnet"])
+    assert result.exit_code == 2

@@ -1,0 +1,90 @@
+"""Every registered model builds, has the right output and stable names, and validates input."""
+
+import numpy as np
+import pytest
+
+import mobilecls
+from mobilecls.models import build_model, list_models
+
+ALL = list_models()
+
+
+def test_registry_lists_the_six_families():
+    assert ALL == ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small",
+                   "shufflenet_v1", "shufflenet_v2"]
+    assert mobilecls.list_models() == ALL
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("size,classes", [(32, 10), (224, 1000)])
+def test_builds_with_right_output_and_finite_values(name, size, classes, pixels):
+    model = build_model(name, input_size=size, num_classes=classes)
+    from mobilecls._tf import keras
+
+    assert isinstance(model, keras.Model) and model._is_graph_network  # Functional
+    out = model(pixels(2, size), training=False).numpy()
+    assert out.shape == (2, classes)
+    assert np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_layer_names_are_stable(name):
+    first = [layer.name for layer in build_model(name, input_size=32, num_classes=10).layers]
+    second = [layer.name for layer in build_model(name, input_size=32, num_classes=10).layers]
+    assert first == second
+    assert first[1] == "normalize" and first[-1] == "head_logits"
+
+
+def test_input_is_normalised_inside_the_model():
+    model = build_model("mobilenet_v2", input_size=32, num_classes=10)
+    normalize = model.get_layer("normalize")
+    values = np.array([0.0, 127.5, 255.0], "float32").reshape(1, 1, 3, 1).repeat(3, axis=-1)
+    np.testing.assert_allclose(normalize(values).numpy()[0, 0, :, 0], [-1, 0, 1], atol=1e-6)
+
+
+def test_cifar_layout_ends_at_4x4_and_imagenet_at_7x7():
+    small = build_model("mobilenet_v2", input_size=32, num_classes=10)
+    large = build_model("mobilenet_v2", input_size=224, num_classes=10)
+    assert small.get_layer("last_conv").output_shape[1:3] == (4, 4)
+    assert large.get_layer("last_conv").output_shape[1:3] == (7, 7)
+
+
+def test_separable_false_replaces_each_pair_by_one_standard_conv():
+    from mobilecls._tf import keras
+
+    plain = build_model("mobilenet_v1", input_size=32, num_classes=10, separable=False)
+    depthwise = [layer for layer in plain.layers
+                 if isinstance(layer, keras.layers.DepthwiseConv2D) and layer.trainable]
+    assert depthwise == []
+    conv = plain.get_layer("block_2_conv")
+    assert conv.kernel_size == (3, 3) and conv.filters == 128
+
+
+def test_width_rounds_channels_to_multiples_of_8_never_10_percent_down():
+    from mobilecls.models.layers import make_divisible
+
+    for value in range(4, 2000):
+        rounded = make_divisible(value * 0.35)
+        assert rounded % 8 == 0 and rounded >= 0.9 * value * 0.35
+    model = build_model("mobilenet_v2", width=0.35, input_size=32, num_classes=10)
+    assert model.get_layer("block_1_project").filters == 8  # 24 * 0.35 = 8.4
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"name": "resnet50"}, "unknown model 'resnet50'; expected one of: mobilenet_v1"),
+    ({"name": "mobilenet_v2", "groups": 3}, "mobilenet_v2 does not accept groups"),
+    ({"name": "mobilenet_v2", "input_size": 100}, "input_size must be a multiple of 32"),
+    ({"name": "shufflenet_v1", "groups": 5}, "groups must be one of 1, 2, 3, 4, 8, got 5"),
+    ({"name": "mobilenet_v1", "width": 0}, "width must be > 0"),
+    ({"name": "mobilenet_v1", "num_classes": 1}, "num_classes must be an integer >= 2"),
+])
+def test_bad_arguments_are_clear_value_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        build_model(**kwargs)
+
+
+@pytest.mark.parametrize("groups", [1, 2, 3, 4, 8])
+def test_shufflenet_v1_builds_for_every_group_count(groups, pixels):
+    model = build_model("shufflenet_v1", groups=groups, input_size=32, num_classes=10)
+    assert model.get_layer("stage_3_unit_2_gconv1").groups == groups
+    assert model(pixels(1, 32)).shape == (1, 10)

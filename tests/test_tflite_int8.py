@@ -1,0 +1,68 @@
+"""Every model passes tfmot's QAT and pruning as it is and converts to one-partition int8."""
+
+import numpy as np
+import pytest
+
+from mobilecls.convert import inspect_tflite, to_tflite
+from mobilecls.models import build_model, list_models
+
+ALL = list_models()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_tfmot_accepts_the_model_without_any_scope(name):
+    from mobilecls._tf import tfmot
+
+    model = build_model(name, input_size=32, num_classes=10)
+    qat = tfmot.quantization.keras.quantize_model(model)
+    pruned = tfmot.sparsity.keras.prune_low_magnitude(model)
+    assert any(type(layer).__name__ == "QuantizeWrapperV2" for layer in qat.layers)
+    assert any(type(layer).__name__ == "PruneLowMagnitude" for layer in pruned.layers)
+    # The frozen input normalisation is never pruned.
+    assert type(pruned.get_layer("prune_low_magnitude_normalize").layer).__name__ == "PixelNormalization"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_qat_model_converts_to_full_int8_in_one_xnnpack_partition(name):
+    from mobilecls._tf import tfmot
+
+    qat = tfmot.quantization.keras.quantize_model(build_model(name, input_size=32, num_classes=10))
+    report = inspect_tflite(to_tflite(qat, "int8", io="int8"))
+    assert report.input_shape == (1, 32, 32, 3)
+    assert (report.input_dtype, report.output_dtype) == ("int8", "int8")
+    assert report.dynamic_shape_ops == ()
+    assert report.float_ops == ()
+    assert report.partitions == 1, report.undelegated
+    assert "CONV_2D" in report.ops and "FULLY_CONNECTED" in report.ops
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2", "shufflenet_v1", "shufflenet_v2"])
+def test_post_training_int8_from_a_float_model_in_one_partition(name, pixels):
+    model = build_model(name, input_size=32, num_classes=10)
+    report = inspect_tflite(to_tflite(model, "int8", calibration=[pixels(8, 32)], io="int8"))
+    assert report.float_ops == () and report.partitions == 1, report.undelegated
+    assert report.input_shape == (1, 32, 32, 3)
+
+
+def test_float_tflite_matches_keras_outputs(pixels):
+    from mobilecls._tf import Interpreter
+
+    model = build_model("shufflenet_v2", input_size=32, num_classes=10)
+    content = to_tflite(model, "fp32")
+    interpreter = Interpreter(model_content=content)
+    interpreter.allocate_tensors()
+    (source,), (sink,) = interpreter.get_input_details(), interpreter.get_output_details()
+    images = pixels(3, 32)
+    for image in images:
+        interpreter.set_tensor(source["index"], image[None])
+        interpreter.invoke()
+        expected = model(image[None], training=False).numpy()
+        np.testing.assert_allclose(interpreter.get_tensor(sink["index"]), expected, atol=1e-4, rtol=1e-3)
+
+
+def test_integer_mode_without_calibration_is_a_clear_error():
+    model = build_model("mobilenet_v2", input_size=32, num_classes=10)
+    with pytest.raises(ValueError, match="int8 from a float model needs calibration images"):
+        to_tflite(model, "int8")
+    with pytest.raises(ValueError, match="mode must be one of fp32, fp16, dynamic, int8, int16x8"):
+        to_tflite(model, "int4")
