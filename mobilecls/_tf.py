@@ -5,7 +5,7 @@ that the CLI only imports when a command runs), so `mobilecls --help` starts ins
 
 Importing this module also teaches tfmot's default 8-bit registries about mobilecls' own
 small layers (the pieces of hard-swish and hard-sigmoid, the squeeze-excite product, the
-input normalisation): a layer that carries a ``mobilecls_quantize_output`` attribute is
+frozen shortcut pooling): a layer that carries a ``mobilecls_quantize_output`` attribute is
 quantized by tfmot like a built-in activation (its output gets a fake-quant node, or none when
 the attribute is False), plus the weights named in ``mobilecls_quantize_weights``. This is
 what lets ``tfmot.quantization.keras.quantize_model`` accept every mobilecls model with no

@@ -32,14 +32,24 @@ def test_layer_names_are_stable(name):
     first = [layer.name for layer in build_model(name, input_size=32, num_classes=10).layers]
     second = [layer.name for layer in build_model(name, input_size=32, num_classes=10).layers]
     assert first == second
-    assert first[1] == "normalize" and first[-1] == "head_logits"
+    assert first[1] == "stem" and first[-1] == "head_logits"
 
 
-def test_input_is_normalised_inside_the_model():
-    model = build_model("mobilenet_v2", input_size=32, num_classes=10)
-    normalize = model.get_layer("normalize")
-    values = np.array([0.0, 127.5, 255.0], "float32").reshape(1, 1, 3, 1).repeat(3, axis=-1)
-    np.testing.assert_allclose(normalize(values).numpy()[0, 0, :, 0], [-1, 0, 1], atol=1e-6)
+@pytest.mark.parametrize("name", ALL)
+def test_raw_pixels_feed_a_stem_conv_whose_batchnorm_absorbs_normalisation(name, pixels):
+    """conv(x / 127.5 - 1) = conv(x) / 127.5 - sum(W): a per-channel affine map, which the stem
+    BatchNorm that follows absorbs; so the models take raw pixels with no normalisation op."""
+    from mobilecls._tf import keras
+
+    model = build_model(name, input_size=32, num_classes=10)
+    assert [type(layer).__name__ for layer in model.layers[1:3]] == ["Conv2D", "BatchNormalization"]
+    conv = model.get_layer("stem")
+    images = pixels(2, 32)
+    raw = conv(images).numpy()[:, 1:-1, 1:-1]
+    normalised = conv(images / 127.5 - 1.0).numpy()[:, 1:-1, 1:-1]
+    offset = conv.kernel.numpy().sum(axis=(0, 1, 2))
+    np.testing.assert_allclose(normalised, raw / 127.5 - offset, atol=1e-4)
+    assert model.get_layer("stem_bn").center and model.get_layer("stem_bn").scale
 
 
 def test_cifar_layout_ends_at_4x4_and_imagenet_at_7x7():

@@ -26,7 +26,7 @@ def mobilenet_v1(width=1.0, input_size=224, num_classes=1000, dropout=0.0, separ
     """
     check_common("mobilenet_v1", width, input_size, num_classes, dropout)
     cifar = is_cifar_layout(input_size)
-    inputs, x = model_input(input_size)
+    x = inputs = model_input(input_size)
     x = conv_bn(x, make_divisible(32 * width), 3, stride=1 if cifar else 2, activation="relu6", name="stem")
     for index, (channels, stride) in enumerate(BLOCKS, start=1):
         if cifar and index == 2:

@@ -42,7 +42,7 @@ def mobilenet_v2(width=1.0, input_size=224, num_classes=1000, dropout=0.0):
     """
     check_common("mobilenet_v2", width, input_size, num_classes, dropout)
     cifar = is_cifar_layout(input_size)
-    inputs, x = model_input(input_size)
+    x = inputs = model_input(input_size)
     x = conv_bn(x, make_divisible(32 * width), 3, stride=1 if cifar else 2, activation="relu6", name="stem")
     index = 0
     for stage, (expansion, channels, repeats, stride) in enumerate(STAGES):

@@ -53,7 +53,7 @@ def _mobilenet_v3(table, last_conv, head, variant, width, input_size, num_classe
     check_common(f"mobilenet_v3_{variant}", width, input_size, num_classes, dropout)
     cifar = is_cifar_layout(input_size)
     first_strided = next(i for i, row in enumerate(table) if row[-1] == 2)
-    inputs, x = model_input(input_size)
+    x = inputs = model_input(input_size)
     x = conv_bn(x, make_divisible(16 * width), 3, stride=1 if cifar else 2, activation="hswish", name="stem")
     for index, (kernel, expanded, filters, use_se, activation, stride) in enumerate(table):
         if cifar and index == first_strided:

@@ -64,7 +64,7 @@ def shufflenet_v1(width=1.0, input_size=224, num_classes=1000, dropout=0.0, grou
         raise ValueError(f"shufflenet_v1: groups must be one of 1, 2, 3, 4, 8, got {groups!r}")
     cifar = is_cifar_layout(input_size)
     divisor = math.lcm(8, 4 * groups)
-    inputs, x = model_input(input_size)
+    x = inputs = model_input(input_size)
     x = conv_bn(x, make_divisible(24 * min(width, 1.0)), 3, stride=1 if cifar else 2, name="stem")
     if not cifar:
         x = layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")(x)

@@ -81,7 +81,7 @@ def shufflenet_v2(width=1.0, input_size=224, num_classes=1000, dropout=0.0, shuf
     check_common("shufflenet_v2", width, input_size, num_classes, dropout)
     cifar = is_cifar_layout(input_size)
     *channels, last = stage_channels(width)
-    inputs, x = model_input(input_size)
+    x = inputs = model_input(input_size)
     x = conv_bn(x, 24, 3, stride=1 if cifar else 2, name="stem")
     if not cifar:
         x = layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")(x)

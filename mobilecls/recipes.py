@@ -1,0 +1,230 @@
+"""Training recipes: frozen dataclasses <-> YAML, with overrides and validation.
+
+A recipe file is YAML with the sections below; every key is optional except ``model.name``.
+``--set section.key=value`` overrides one value (parsed as YAML, so ``0.1``, ``true``, ``null``
+work). An unknown section or key is an error that lists the valid ones.
+"""
+
+import dataclasses
+import os
+import tempfile
+import typing
+
+import yaml
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSection:
+    """Which model to build; unset keywords keep the builder's defaults."""
+
+    name: str = "shufflenet_v2"
+    width: float = 1.0
+    input_size: int | None = None  # None: the data's image size
+    dropout: float = 0.0
+    separable: bool | None = None  # mobilenet_v1 ablation
+    shuffle: bool | None = None    # shufflenet ablation
+    groups: int | None = None      # shufflenet_v1
+
+    def builder_kwargs(self, input_size, num_classes):
+        """Keywords for ``build_model``: the set ones plus input size and classes."""
+        optional = {key: getattr(self, key) for key in ("separable", "shuffle", "groups")}
+        return {"width": self.width, "dropout": self.dropout, "input_size": self.input_size or input_size,
+                "num_classes": num_classes, **{k: v for k, v in optional.items() if v is not None}}
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSection:
+    """Where the images come from (see ``mobilecls.data.load``)."""
+
+    spec: str = "synthetic"
+    data_dir: str | None = None
+    val_fraction: float = 0.1
+    image_size: int | None = None  # resize variable-size sources (imagenette, imagenet2012)
+    skip_bad: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSection:
+    """SGD (momentum, nesterov) or AdamW; weight decay skips BatchNorm parameters and biases."""
+
+    name: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-5
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleSection:
+    """Learning-rate schedule: constant, step (x factor every N epochs), cosine or onecycle."""
+
+    name: str = "cosine"
+    warmup_epochs: float = 0.0
+    step_epochs: int = 10
+    step_factor: float = 0.1
+    final_lr_fraction: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentSection:
+    """Batched augmentation: random crop with padding, horizontal flip, cutout."""
+
+    crop_padding: int = 4
+    flip: bool = True
+    cutout: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSection:
+    """The training loop."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    label_smoothing: float = 0.0
+    mixed_precision: str | None = None  # None or "mixed_bfloat16"
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A whole training recipe."""
+
+    model: ModelSection = ModelSection()
+    data: DataSection = DataSection()
+    optimizer: OptimizerSection = OptimizerSection()
+    schedule: ScheduleSection = ScheduleSection()
+    augment: AugmentSection = AugmentSection()
+    train: TrainSection = TrainSection()
+
+    def to_dict(self):
+        """Plain nested dict (for YAML)."""
+        return dataclasses.asdict(self)
+
+
+_CHOICES = {
+    ("optimizer", "name"): ("sgd", "adamw"),
+    ("schedule", "name"): ("constant", "step", "cosine", "onecycle"),
+    ("train", "mixed_precision"): (None, "mixed_bfloat16"),
+}
+
+
+def _coerce(value, annotation, where):
+    """Check ``value`` against a field's type (ints are accepted for floats)."""
+    hints = typing.get_args(annotation) or (annotation,)
+    if value is None and type(None) in hints:
+        return None
+    for hint in hints:
+        if hint is bool and isinstance(value, bool):
+            return value
+        if hint is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if hint is str and isinstance(value, str):
+            return value
+    expected = " or ".join("null" if h is type(None) else h.__name__ for h in hints)
+    raise ValueError(f"recipe key {where}: expected {expected}, got {value!r}")
+
+
+def _section(cls, values, name):
+    if not isinstance(values, dict):
+        raise ValueError(f"recipe section {name}: expected a mapping, got {values!r}")
+    fields = {field.name: field for field in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown recipe key {name}.{unknown[0]}; valid keys in {name}: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        kwargs[key] = _coerce(value, hints[key], f"{name}.{key}")
+        choices = _CHOICES.get((name, key))
+        if choices and kwargs[key] not in choices:
+            raise ValueError(f"recipe key {name}.{key}: expected one of {', '.join(map(str, choices))}, "
+                             f"got {kwargs[key]!r}")
+    return cls(**kwargs)
+
+
+def from_dict(values):
+    """Build a validated Recipe from a nested dict.
+
+    Raises:
+        ValueError: unknown section or key (listing the valid ones), or a value of the wrong type.
+    """
+    values = values or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"a recipe must be a mapping of sections, got {type(values).__name__}")
+    sections = {field.name: field.type for field in dataclasses.fields(Recipe)}
+    unknown = sorted(set(values) - set(sections))
+    if unknown:
+        raise ValueError(f"unknown recipe section {unknown[0]!r}; valid sections: {', '.join(sections)}")
+    hints = typing.get_type_hints(Recipe)
+    recipe = Recipe(**{name: _section(hints[name], section or {}, name) for name, section in values.items()})
+    _check_ranges(recipe)
+    return recipe
+
+
+def _check_ranges(recipe):
+    checks = [
+        (recipe.train.epochs >= 1, "train.epochs must be >= 1"),
+        (recipe.train.batch_size >= 1, "train.batch_size must be >= 1"),
+        (recipe.optimizer.lr > 0, "optimizer.lr must be > 0"),
+        (0 < recipe.data.val_fraction < 1, "data.val_fraction must be in (0, 1)"),
+        (0 <= recipe.train.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
+        (recipe.schedule.warmup_epochs < recipe.train.epochs or recipe.schedule.warmup_epochs == 0,
+         "schedule.warmup_epochs must be shorter than train.epochs"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+
+
+def load(path):
+    """Read and validate a recipe YAML file.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: not YAML, or not a valid recipe (the message names the file).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"recipe file not found: {path}")
+    with open(path, encoding="utf-8") as handle:
+        try:
+            values = yaml.safe_load(handle)
+        except yaml.YAMLError as error:
+            raise ValueError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    try:
+        return from_dict(values)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+
+
+def override(recipe, assignments):
+    """A new recipe with ``["section.key=value", ...]`` applied (values parsed as YAML)."""
+    values = recipe.to_dict()
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        section, dot, field = key.strip().partition(".")
+        if not sep or not dot:
+            raise ValueError(f"override {assignment!r}: expected section.key=value, e.g. optimizer.lr=0.05")
+        if section not in values:
+            raise ValueError(f"unknown recipe section {section!r}; valid sections: {', '.join(values)}")
+        values[section][field] = yaml.safe_load(raw) if raw.strip() else None
+    return from_dict(values)
+
+
+def replace(recipe, **sections):
+    """A new recipe with keys replaced, e.g. ``replace(r, train={"epochs": 3})``."""
+    values = recipe.to_dict()
+    for section, changes in sections.items():
+        if section not in values:
+            raise ValueError(f"unknown recipe section {section!r}; valid sections: {', '.join(values)}")
+        values[section].update(changes)
+    return from_dict(values)
+
+
+def save(recipe, path):
+    """Write ``recipe`` as YAML atomically (a temporary file renamed into place)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".tmp", delete=False, encoding="utf-8") as handle:
+        yaml.safe_dump(recipe.to_dict(), handle, sort_keys=False)
+    os.replace(handle.name, path)
