@@ -95,5 +95,48 @@ def profile(name, input_size, num_classes, width, as_json):
                f"{count_params(model):>9,}")
 
 
+@main.command()
+@click.option("--recipe", "recipe_path", type=click.Path(), help="Recipe YAML (see recipes/).")
+@click.option("--set", "assignments", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override one recipe value, e.g. --set optimizer.lr=0.05 (repeatable).")
+@click.option("--model", help="Same as --set model.name=NAME.")
+@click.option("--data", help="Same as --set data.spec=SPEC (synthetic, cifar10, folder:PATH, tfds:NAME).")
+@click.option("--data-dir", help="Same as --set data.data_dir=DIR (TFDS data_dir).")
+@click.option("--epochs", type=int, help="Same as --set train.epochs=N.")
+@click.option("--batch-size", type=int, help="Same as --set train.batch_size=N.")
+@click.option("--seed", type=int, help="Same as --set train.seed=N.")
+@click.option("--out", type=click.Path(), help="Run folder (default runs/<model>-<time>).")
+@click.option("--resume", type=click.Path(), help="Continue the run in this folder where it stopped.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@_library_errors
+def fit(recipe_path, assignments, model, data, data_dir, epochs, batch_size, seed, out, resume, quiet):
+    """Train a model from a recipe into a run folder.
+
+    Example: mobilecls fit --recipe recipes/demo.yaml --out runs/demo
+    """
+    import time
+
+    from mobilecls import recipes
+
+    if resume:
+        recipe, out = None, resume
+    else:
+        recipe = recipes.load(recipe_path) if recipe_path else recipes.Recipe()
+        flags = {"model.name": model, "data.spec": data, "data.data_dir": data_dir, "train.epochs": epochs,
+                 "train.batch_size": batch_size, "train.seed": seed}
+        recipe = recipes.override(recipe, [*assignments, *(f"{k}={v}" for k, v in flags.items() if v is not None)])
+        out = out or f"runs/{recipe.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    from mobilecls.train import fit as fit_recipe
+
+    try:
+        run = fit_recipe(recipe, out, resume=bool(resume), quiet=quiet)
+    except KeyboardInterrupt:
+        raise click.ClickException(f"interrupted; resume with: mobilecls fit --resume {out}") from None
+    val = run.metrics["val"]
+    click.echo(f"{run.path}: val accuracy {val['accuracy']:.4f}, top-5 {val['top5']:.4f}, "
+               f"macro recall {val['recall']:.4f}, F1 {val['f1']:.4f}, "
+               f"{run.metrics['train_images_per_sec']:.0f} images/s, {run.metrics['wall_time_s']:.0f} s")
+
+
 if __name__ == "__main__":
     main()

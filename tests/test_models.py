@@ -39,7 +39,6 @@ def test_layer_names_are_stable(name):
 def test_raw_pixels_feed_a_stem_conv_whose_batchnorm_absorbs_normalisation(name, pixels):
     """conv(x / 127.5 - 1) = conv(x) / 127.5 - sum(W): a per-channel affine map, which the stem
     BatchNorm that follows absorbs; so the models take raw pixels with no normalisation op."""
-    from mobilecls._tf import keras
 
     model = build_model(name, input_size=32, num_classes=10)
     assert [type(layer).__name__ for layer in model.layers[1:3]] == ["Conv2D", "BatchNormalization"]

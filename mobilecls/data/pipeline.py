@@ -1,0 +1,86 @@
+"""The training input pipeline: uint8 images kept in memory, augmented a whole batch at a time.
+
+Per-image ``tf.data`` maps cost a Python-free but per-element kernel launch for every image;
+here one batch of 128 images is cropped and flipped with a handful of vectorised ops.
+"""
+
+import numpy as np
+
+from mobilecls._tf import tf
+
+
+def random_crop_with_padding(images, padding, seed):
+    """Pad each image by ``padding`` (zeros) and crop it back at a random offset (per image)."""
+    if padding <= 0:
+        return images
+    batch, height, width = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
+    padded = tf.pad(images, [[0, 0], [padding, padding], [padding, padding], [0, 0]])
+    offsets = tf.random.stateless_uniform([batch, 2], seed, 0, 2 * padding + 1, dtype=tf.int32)
+    rows = offsets[:, :1] + tf.range(height)[None]     # (B, H)
+    cols = offsets[:, 1:] + tf.range(width)[None]      # (B, W)
+    cropped = tf.gather(padded, rows, axis=1, batch_dims=1)
+    return tf.gather(cropped, cols, axis=2, batch_dims=1)
+
+
+def random_flip(images, seed):
+    """Mirror each image left-right with probability 1/2."""
+    flip = tf.random.stateless_uniform([tf.shape(images)[0], 1, 1, 1], seed) < 0.5
+    return tf.where(flip, tf.reverse(images, axis=[2]), images)
+
+
+def cutout(images, size, seed):
+    """Zero one random ``size`` x ``size`` square per image (DeVries & Taylor, 2017)."""
+    if size <= 0:
+        return images
+    batch, height, width = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
+    centre = tf.random.stateless_uniform([batch, 2], seed, 0, tf.maximum(height, width), dtype=tf.int32)
+    rows = tf.range(height)[None, :, None]
+    cols = tf.range(width)[None, None, :]
+    inside = ((tf.abs(rows - centre[:, :1, None]) <= size // 2)
+              & (tf.abs(cols - centre[:, 1:, None]) <= size // 2))
+    return tf.where(inside[..., None], tf.zeros_like(images), images)
+
+
+def augment_batch(images, augment, seed):
+    """Apply the recipe's augmentation to a uint8 batch; returns float32 pixels 0..255."""
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    images = random_crop_with_padding(images, augment.crop_padding, seeds[0])
+    if augment.flip:
+        images = random_flip(images, seeds[1])
+    images = cutout(images, augment.cutout, seeds[2])
+    return tf.cast(images, tf.float32)
+
+
+def training_batches(images, labels, batch_size, augment, num_classes, label_smoothing=0.0, seed=0):
+    """An endless, shuffled, augmented, prefetched ``tf.data.Dataset`` of (pixels, one-hot).
+
+    Args:
+        images: (N, H, W, 3) uint8 array, kept in memory.
+        labels: (N,) integer labels.
+        batch_size: images per batch (the last partial batch of an epoch is dropped).
+        augment: an ``AugmentSection`` (crop_padding, flip, cutout).
+        num_classes: width of the one-hot targets.
+        label_smoothing: applied to the one-hot targets.
+        seed: makes shuffling and augmentation reproducible.
+    """
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
+    dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True).repeat()
+    dataset = dataset.batch(batch_size, drop_remainder=True)
+    counter = tf.data.Dataset.counter()
+    dataset = tf.data.Dataset.zip((dataset, counter))
+
+    def transform(batch, step):
+        pixels, targets = batch
+        pixels = augment_batch(pixels, augment, tf.stack([tf.cast(seed, tf.int64), step]))
+        one_hot = tf.one_hot(targets, num_classes)
+        if label_smoothing:
+            one_hot = one_hot * (1 - label_smoothing) + label_smoothing / num_classes
+        return pixels, one_hot
+
+    return dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def evaluation_batches(images, batch_size):
+    """Float32 pixel batches in order (no augmentation), for prediction."""
+    return (tf.data.Dataset.from_tensor_slices(images).batch(batch_size)
+            .map(lambda x: tf.cast(x, tf.float32)).prefetch(tf.data.AUTOTUNE))

@@ -1,0 +1,248 @@
+"""`fit`: train a recipe into a run folder (checkpoints, history, metrics, plots), resumable."""
+
+import dataclasses
+import json
+import math
+import os
+import time
+
+import numpy as np
+
+from mobilecls import recipes
+from mobilecls._tf import keras, tf
+from mobilecls.data import load as load_data
+from mobilecls.data.pipeline import evaluation_batches, training_batches
+from mobilecls.metrics import classification_metrics
+from mobilecls.models import build_model
+
+
+@keras.utils.register_keras_serializable("mobilecls")
+class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up, then constant, step decay, cosine or one-cycle (cosine down from the peak).
+
+    A function of the optimizer step, so a resumed run continues the schedule where it stopped.
+    """
+
+    def __init__(self, name, peak, total_steps, warmup_steps=0, step_every=1, step_factor=0.1,
+                 final_fraction=0.0):
+        super().__init__()
+        self.name, self.peak, self.total_steps = name, float(peak), int(total_steps)
+        self.warmup_steps, self.step_every = int(warmup_steps), max(1, int(step_every))
+        self.step_factor, self.final_fraction = float(step_factor), float(final_fraction)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warmup = tf.cast(self.warmup_steps, tf.float32)
+        after = tf.maximum(step - warmup, 0.0)
+        span = tf.maximum(tf.cast(self.total_steps, tf.float32) - warmup, 1.0)
+        if self.name == "constant":
+            decayed = tf.constant(self.peak)
+        elif self.name == "step":
+            decayed = self.peak * self.step_factor ** tf.floor(step / self.step_every)
+        else:  # cosine and onecycle: half a cosine from the peak to final_fraction * peak
+            progress = tf.minimum(after / span, 1.0)
+            floor = self.final_fraction * self.peak
+            decayed = floor + (self.peak - floor) * 0.5 * (1.0 + tf.cos(math.pi * progress))
+        if self.warmup_steps:
+            start = self.peak / 25.0 if self.name == "onecycle" else 0.0
+            ramp = start + (self.peak - start) * step / warmup
+            return tf.where(step < warmup, ramp, decayed)
+        return decayed
+
+    def get_config(self):
+        return {"name": self.name, "peak": self.peak, "total_steps": self.total_steps,
+                "warmup_steps": self.warmup_steps, "step_every": self.step_every,
+                "step_factor": self.step_factor, "final_fraction": self.final_fraction}
+
+
+def learning_rate(recipe, steps_per_epoch):
+    """The recipe's schedule as a ``LearningRate`` over optimizer steps."""
+    schedule = recipe.schedule
+    warmup = schedule.warmup_epochs or (0.3 * recipe.train.epochs if schedule.name == "onecycle" else 0)
+    return LearningRate(schedule.name, recipe.optimizer.lr, recipe.train.epochs * steps_per_epoch,
+                        warmup_steps=round(warmup * steps_per_epoch),
+                        step_every=schedule.step_epochs * steps_per_epoch, step_factor=schedule.step_factor,
+                        final_fraction=schedule.final_lr_fraction)
+
+
+def make_optimizer(recipe, steps_per_epoch):
+    """SGD or AdamW with the schedule; weight decay skips BatchNorm parameters and biases."""
+    section = recipe.optimizer
+    rate = learning_rate(recipe, steps_per_epoch)
+    if section.name == "sgd":
+        optimizer = keras.optimizers.SGD(rate, momentum=section.momentum, nesterov=section.nesterov,
+                                         weight_decay=section.weight_decay or None)
+    else:
+        optimizer = keras.optimizers.AdamW(rate, weight_decay=section.weight_decay)
+    optimizer.exclude_from_weight_decay(var_names=["_bn", "bias", "gamma", "beta"])
+    return optimizer
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A finished training run: its folder and what it measured."""
+
+    path: str
+    metrics: dict
+
+    @property
+    def model_path(self):
+        """The best model (float32 .keras)."""
+        return os.path.join(self.path, "best.keras")
+
+
+class _Monitor(keras.callbacks.Callback):
+    """Images/s per epoch, one progress line, and a clear stop on a NaN loss."""
+
+    def __init__(self, batch_size, steps, quiet):
+        super().__init__()
+        self.batch_size, self.steps, self.quiet = batch_size, steps, quiet
+        self.nan_at, self.throughput = None, []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch, self.started = epoch, time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if logs and not np.isfinite(logs.get("loss", 0.0)):
+            self.nan_at = (self.epoch + 1, batch + 1)
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        rate = self.steps * self.batch_size / (time.perf_counter() - self.started)
+        self.throughput.append(rate)
+        if logs is not None:
+            logs["images_per_sec"] = rate
+        if not self.quiet:
+            print(f"epoch {epoch + 1}: {rate:.0f} images/s, val_accuracy {logs.get('val_accuracy', float('nan')):.4f}",
+                  flush=True)
+
+
+def _prepare_run_folder(out, resume):
+    if resume:
+        if not os.path.isfile(os.path.join(out, "recipe.yaml")):
+            raise FileNotFoundError(f"cannot resume {out}: no recipe.yaml in it (not a run folder)")
+        return
+    if os.path.exists(out) and os.listdir(out):
+        raise ValueError(f"run folder {out} already exists and is not empty; resume it with --resume {out} "
+                         "or choose another --out")
+    os.makedirs(os.path.join(out, "checkpoints"), exist_ok=True)
+
+
+def _float32_copy(model, kwargs, name):
+    """The same model built in float32 with the trained weights (a bf16 model won't convert)."""
+    keras.mixed_precision.set_global_policy("float32")
+    copy = build_model(name, **kwargs)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _predict(model, images, batch_size):
+    return model.predict(evaluation_batches(images, batch_size), verbose=0).astype(np.float32)
+
+
+def fit(recipe, out, resume=False, quiet=False):
+    """Train ``recipe`` into the run folder ``out``.
+
+    Args:
+        recipe: a ``recipes.Recipe`` (or a path to a recipe YAML file).
+        out: the run folder; must be new or empty unless ``resume``.
+        resume: continue the run in ``out`` from its last completed epoch (weights, optimizer
+            state and schedule), reading the recipe saved there.
+        quiet: no progress output.
+
+    Returns:
+        A ``Run`` with the folder and its metrics (also in ``out/metrics.json``).
+
+    Raises:
+        ValueError: the run folder exists (without resume), bad data or recipe, or a NaN loss.
+        FileNotFoundError: resume of a folder that is not a run.
+    """
+    _prepare_run_folder(out, resume)
+    if resume:
+        recipe = recipes.load(os.path.join(out, "recipe.yaml"))
+    elif isinstance(recipe, str):
+        recipe = recipes.load(recipe)
+    keras.utils.set_random_seed(recipe.train.seed)
+    data = load_data(recipe.data.spec, data_dir=recipe.data.data_dir, val_fraction=recipe.data.val_fraction,
+                     seed=recipe.train.seed, skip_bad=recipe.data.skip_bad, image_size=recipe.data.image_size)
+    if data.skipped and not quiet:
+        print(f"skipped {len(data.skipped)} unreadable image(s), e.g. {data.skipped[0]}")
+    train, val = data.splits["train"], data.splits["val"]
+    if not resume:
+        recipes.save(recipe, os.path.join(out, "recipe.yaml"))
+        with open(os.path.join(out, "classes.json"), "w", encoding="utf-8") as handle:
+            json.dump(list(data.class_names), handle)
+
+    batch_size = min(recipe.train.batch_size, len(train.images))
+    steps = len(train.images) // batch_size
+    num_classes = len(data.class_names)
+    kwargs = recipe.model.builder_kwargs(train.images.shape[1], num_classes)
+    keras.mixed_precision.set_global_policy(recipe.train.mixed_precision or "float32")
+    try:
+        model = build_model(recipe.model.name, **kwargs)
+        model.compile(optimizer=make_optimizer(recipe, steps),
+                      loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(5, name="top5")])
+        monitor = _Monitor(batch_size, steps, quiet)
+        history_path = os.path.join(out, "history.csv")
+        best_so_far = _best_val_accuracy(history_path)
+        callbacks = [
+            keras.callbacks.BackupAndRestore(os.path.join(out, "backup")),
+            monitor,
+            keras.callbacks.ModelCheckpoint(os.path.join(out, "checkpoints", "epoch_{epoch:03d}.weights.h5"),
+                                            save_weights_only=True),
+            keras.callbacks.ModelCheckpoint(os.path.join(out, "best.keras"), monitor="val_accuracy", mode="max",
+                                            save_best_only=True, initial_value_threshold=best_so_far),
+            keras.callbacks.CSVLogger(history_path, append=True),
+        ]
+        val_targets = tf.one_hot(val.labels, num_classes)
+        validation = tf.data.Dataset.from_tensor_slices((val.images, val_targets)).batch(256).map(
+            lambda x, y: (tf.cast(x, tf.float32), y))
+        started = time.perf_counter()
+        model.fit(training_batches(train.images, train.labels, batch_size, recipe.augment, num_classes,
+                                   recipe.train.label_smoothing, recipe.train.seed),
+                  epochs=recipe.train.epochs, steps_per_epoch=steps, validation_data=validation,
+                  callbacks=callbacks, verbose=0 if quiet else 2)
+        wall = time.perf_counter() - started
+        if monitor.nan_at:
+            epoch, step = monitor.nan_at
+            raise ValueError(f"loss became NaN at epoch {epoch}, step {step}; the run stopped. Lower "
+                             f"optimizer.lr (now {recipe.optimizer.lr}) or add schedule.warmup_epochs, then "
+                             f"resume with --resume {out}")
+        model.save(os.path.join(out, "last.keras"))
+        best = keras.models.load_model(os.path.join(out, "best.keras"), compile=False)
+        if recipe.train.mixed_precision:
+            best = _float32_copy(best, kwargs, recipe.model.name)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    best.save(os.path.join(out, "best.keras"))
+    metrics = {"model": recipe.model.name, "data": recipe.data.spec, "epochs": recipe.train.epochs,
+               "wall_time_s": wall, "train_images_per_sec": float(np.mean(monitor.throughput or [0.0]))}
+    for split in ("val", "test"):
+        if split in data.splits:
+            part = data.splits[split]
+            metrics[split] = classification_metrics(part.labels, _predict(best, part.images, 256),
+                                                    data.class_names)
+    _write_json(os.path.join(out, "metrics.json"), metrics)
+    from mobilecls.plots import plot_confusion, plot_curves
+
+    plot_curves(history_path, os.path.join(out, "curves.png"))
+    plot_confusion(metrics["val"]["confusion"], data.class_names, os.path.join(out, "confusion.png"))
+    return Run(out, metrics)
+
+
+def _best_val_accuracy(history_path):
+    if not os.path.isfile(history_path):
+        return None
+    import csv
+
+    with open(history_path, encoding="utf-8") as handle:
+        values = [float(row["val_accuracy"]) for row in csv.DictReader(handle) if row.get("val_accuracy")]
+    return max(values) if values else None
+
+
+def _write_json(path, values):
+    temporary = f"{path}.tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(values, handle, indent=2)
+    os.replace(temporary, path)

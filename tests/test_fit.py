@@ -1,0 +1,86 @@
+"""`fit` trains a recipe into a complete run folder, reproducibly, and refuses to overwrite."""
+
+import csv
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from mobilecls import recipes
+from mobilecls.cli import main
+
+TINY = recipes.from_dict({
+    "model": {"name": "shufflenet_v2", "width": 0.5},
+    "data": {"spec": "synthetic"},
+    "optimizer": {"lr": 0.05},
+    "schedule": {"name": "cosine"},
+    "train": {"epochs": 1, "batch_size": 128, "seed": 7},
+})
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from mobilecls.train import fit
+
+    return fit(TINY, str(tmp_path_factory.mktemp("runs") / "tiny"), quiet=True)
+
+
+def test_run_folder_holds_models_history_metrics_and_plots(run):
+    names = set(os.listdir(run.path))
+    assert {"best.keras", "last.keras", "recipe.yaml", "classes.json", "history.csv", "metrics.json",
+            "curves.png", "confusion.png", "checkpoints"} <= names
+    assert os.listdir(os.path.join(run.path, "checkpoints")) == ["epoch_001.weights.h5"]
+    assert recipes.load(os.path.join(run.path, "recipe.yaml")) == TINY
+    with open(os.path.join(run.path, "metrics.json"), encoding="utf-8") as handle:
+        metrics = json.load(handle)
+    val = metrics["val"]
+    assert val["samples"] == 500 and len(val["confusion"]) == 10
+    assert sum(map(sum, val["confusion"])) == 500
+    assert 0.0 <= val["accuracy"] <= 1.0 and val["top5"] >= val["accuracy"]
+    assert "test" in metrics and metrics["test"]["samples"] == 1000  # synthetic has a test split
+    assert metrics["train_images_per_sec"] > 0 and metrics["wall_time_s"] > 0
+
+
+def test_best_model_reloads_and_reproduces_the_val_metrics(run):
+    from mobilecls._tf import keras
+    from mobilecls.data import load
+    from mobilecls.metrics import classification_metrics
+
+    model = keras.models.load_model(run.model_path, compile=False)
+    data = load("synthetic", seed=7)
+    val = data.splits["val"]
+    scores = model.predict(val.images.astype("float32"), verbose=0)
+    again = classification_metrics(val.labels, scores, data.class_names)
+    assert again["accuracy"] == pytest.approx(run.metrics["val"]["accuracy"])
+
+
+def test_same_seed_and_data_give_the_same_first_epoch(run, tmp_path):
+    from mobilecls.train import fit
+
+    second = fit(TINY, str(tmp_path / "again"), quiet=True)
+    rows = []
+    for path in (run.path, second.path):
+        with open(os.path.join(path, "history.csv"), encoding="utf-8") as handle:
+            rows.append(next(csv.DictReader(handle)))
+    assert rows[0]["val_accuracy"] == rows[1]["val_accuracy"]
+    assert float(rows[0]["loss"]) == pytest.approx(float(rows[1]["loss"]), rel=1e-4)
+
+
+def test_existing_run_folder_is_never_overwritten(run):
+    before = os.path.getmtime(os.path.join(run.path, "best.keras"))
+    result = CliRunner().invoke(main, ["fit", "--model", "shufflenet_v2", "--epochs", "1", "--out", run.path])
+    assert result.exit_code == 2
+    assert "already exists and is not empty" in result.output and "--resume" in result.output
+    assert os.path.getmtime(os.path.join(run.path, "best.keras")) == before
+
+
+def test_resume_of_a_folder_that_is_not_a_run_is_a_clear_error(tmp_path):
+    result = CliRunner().invoke(main, ["fit", "--resume", str(tmp_path)])
+    assert result.exit_code == 2 and "no recipe.yaml in it (not a run folder)" in result.output
+
+
+def test_unknown_override_key_is_a_clear_cli_error(tmp_path):
+    result = CliRunner().invoke(main, ["fit", "--set", "optimizer.learning_rate=0.1", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "valid keys in optimizer: name, lr" in result.output
+    assert not os.path.exists(tmp_path / "x")

@@ -1,0 +1,77 @@
+"""Recipes parse into frozen dataclasses, reject unknown keys with the valid ones, and override."""
+
+import dataclasses
+import glob
+import os
+
+import pytest
+
+from mobilecls import recipes
+
+ROOT = os.path.dirname(os.path.dirname(__file__))
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "recipes", "**", "*.yaml"), recursive=True)))
+def test_every_shipped_recipe_loads(path):
+    recipe = recipes.load(path)
+    assert recipe.model.name in ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small",
+                                 "shufflenet_v1", "shufflenet_v2")
+
+
+def test_paper_recipes_follow_the_study_protocol():
+    for path in glob.glob(os.path.join(ROOT, "recipes", "paper", "*.yaml")):
+        recipe = recipes.load(path)
+        assert (recipe.optimizer.name, recipe.optimizer.lr) == ("sgd", 0.01)
+        assert (recipe.schedule.name, recipe.schedule.step_epochs, recipe.schedule.step_factor) == ("step", 10, 0.1)
+        assert (recipe.train.batch_size, recipe.train.epochs) == (128, 100)
+    ablation = recipes.load(os.path.join(ROOT, "recipes", "paper", "mobilenet_v1_standard_conv.yaml"))
+    assert ablation.model.separable is False
+    noshuffle = recipes.load(os.path.join(ROOT, "recipes", "paper", "shufflenet_v1_g3_noshuffle.yaml"))
+    assert (noshuffle.model.groups, noshuffle.model.shuffle) == (3, False)
+
+
+def test_recipe_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        recipes.Recipe().train.epochs = 3
+
+
+def test_unknown_key_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown recipe key optimizer.learning_rate; valid keys in optimizer: "
+                                         "name, lr, momentum, nesterov, weight_decay"):
+        recipes.from_dict({"optimizer": {"learning_rate": 0.1}})
+    with pytest.raises(ValueError, match="unknown recipe section 'optimiser'; valid sections: model, data"):
+        recipes.from_dict({"optimiser": {}})
+
+
+def test_wrong_types_and_choices_are_errors():
+    with pytest.raises(ValueError, match="train.epochs: expected int, got 'ten'"):
+        recipes.from_dict({"train": {"epochs": "ten"}})
+    with pytest.raises(ValueError, match="optimizer.name: expected one of sgd, adamw, got 'rmsprop'"):
+        recipes.from_dict({"optimizer": {"name": "rmsprop"}})
+
+
+def test_overrides_parse_yaml_values_and_return_a_new_recipe():
+    base = recipes.Recipe()
+    changed = recipes.override(base, ["optimizer.lr=0.05", "model.shuffle=false",
+                                      "train.mixed_precision=mixed_bfloat16"])
+    assert changed.optimizer.lr == 0.05 and changed.model.shuffle is False
+    assert changed.train.mixed_precision == "mixed_bfloat16"
+    assert base.optimizer.lr == 0.1
+    with pytest.raises(ValueError, match="expected section.key=value"):
+        recipes.override(base, ["lr=0.1"])
+
+
+def test_save_and_load_round_trip(tmp_path):
+    recipe = recipes.override(recipes.Recipe(), ["model.width=0.5", "data.spec=folder:/x"])
+    recipes.save(recipe, tmp_path / "r.yaml")
+    assert recipes.load(str(tmp_path / "r.yaml")) == recipe
+    assert [p.name for p in tmp_path.iterdir()] == ["r.yaml"]  # no temporary left behind
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="recipe file not found"):
+        recipes.load(str(tmp_path / "nope.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(ValueError, match="bad.yaml: not valid YAML"):
+        recipes.load(str(bad))
