@@ -122,9 +122,15 @@ def fit(recipe_path, assignments, model, data, data_dir, epochs, batch_size, see
         recipe, out = None, resume
     else:
         recipe = recipes.load(recipe_path) if recipe_path else recipes.Recipe()
-        flags = {"model.name": model, "data.spec": data, "data.data_dir": data_dir, "train.epochs": epochs,
-                 "train.batch_size": batch_size, "train.seed": seed}
-        recipe = recipes.override(recipe, [*assignments, *(f"{k}={v}" for k, v in flags.items() if v is not None)])
+        recipe = recipes.override(recipe, assignments)
+        # Flags are typed values already, so they replace keys directly (no YAML parsing of paths).
+        flags = {("model", "name"): model, ("data", "spec"): data, ("data", "data_dir"): data_dir,
+                 ("train", "epochs"): epochs, ("train", "batch_size"): batch_size, ("train", "seed"): seed}
+        changes = {}
+        for (section, key), value in flags.items():
+            if value is not None:
+                changes.setdefault(section, {})[key] = value
+        recipe = recipes.replace(recipe, **changes)
         out = out or f"runs/{recipe.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     from mobilecls.train import fit as fit_recipe
 

@@ -164,7 +164,11 @@ def from_dict(values):
 
 
 def _check_ranges(recipe):
+    from mobilecls.models.registry import list_models  # no TensorFlow import
+
     checks = [
+        (recipe.model.name in list_models(),
+         f"recipe key model.name: expected one of {', '.join(list_models())}, got {recipe.model.name!r}"),
         (recipe.train.epochs >= 1, "train.epochs must be >= 1"),
         (recipe.train.batch_size >= 1, "train.batch_size must be >= 1"),
         (recipe.optimizer.lr > 0, "optimizer.lr must be > 0"),

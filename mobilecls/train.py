@@ -117,15 +117,13 @@ class _Monitor(keras.callbacks.Callback):
                   flush=True)
 
 
-def _prepare_run_folder(out, resume):
+def _check_run_folder(out, resume):
     if resume:
         if not os.path.isfile(os.path.join(out, "recipe.yaml")):
             raise FileNotFoundError(f"cannot resume {out}: no recipe.yaml in it (not a run folder)")
-        return
-    if os.path.exists(out) and os.listdir(out):
+    elif os.path.exists(out) and os.listdir(out):
         raise ValueError(f"run folder {out} already exists and is not empty; resume it with --resume {out} "
                          "or choose another --out")
-    os.makedirs(os.path.join(out, "checkpoints"), exist_ok=True)
 
 
 def _float32_copy(model, kwargs, name):
@@ -157,7 +155,7 @@ def fit(recipe, out, resume=False, quiet=False):
         ValueError: the run folder exists (without resume), bad data or recipe, or a NaN loss.
         FileNotFoundError: resume of a folder that is not a run.
     """
-    _prepare_run_folder(out, resume)
+    _check_run_folder(out, resume)
     if resume:
         recipe = recipes.load(os.path.join(out, "recipe.yaml"))
     elif isinstance(recipe, str):
@@ -168,7 +166,8 @@ def fit(recipe, out, resume=False, quiet=False):
     if data.skipped and not quiet:
         print(f"skipped {len(data.skipped)} unreadable image(s), e.g. {data.skipped[0]}")
     train, val = data.splits["train"], data.splits["val"]
-    if not resume:
+    if not resume:  # created only once the data loaded, so a bad spec leaves nothing behind
+        os.makedirs(os.path.join(out, "checkpoints"), exist_ok=True)
         recipes.save(recipe, os.path.join(out, "recipe.yaml"))
         with open(os.path.join(out, "classes.json"), "w", encoding="utf-8") as handle:
             json.dump(list(data.class_names), handle)

@@ -84,3 +84,16 @@ def test_unknown_override_key_is_a_clear_cli_error(tmp_path):
     result = CliRunner().invoke(main, ["fit", "--set", "optimizer.learning_rate=0.1", "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "valid keys in optimizer: name, lr" in result.output
     assert not os.path.exists(tmp_path / "x")
+
+
+def test_a_bad_data_spec_leaves_no_run_folder(tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["fit", "--data", f"folder:{tmp_path / 'missing'}", "--out", str(out)])
+    assert result.exit_code == 2 and "missing" in result.output
+    assert not out.exists()
+
+
+def test_an_unknown_model_is_refused_before_anything_runs(tmp_path):
+    result = CliRunner().invoke(main, ["fit", "--model", "resnet50", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "model.name: expected one of mobilenet_v1" in result.output
+    assert not (tmp_path / "run").exists()
