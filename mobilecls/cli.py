@@ -144,5 +144,36 @@ def fit(recipe_path, assignments, model, data, data_dir, epochs, batch_size, see
                f"{run.metrics['train_images_per_sec']:.0f} images/s, {run.metrics['wall_time_s']:.0f} s")
 
 
+@main.command()
+@click.argument("model_path", metavar="MODEL.keras", type=click.Path())
+@click.option("--fp32", "mode", flag_value="fp32", help="Float32 (the default).", default=True)
+@click.option("--fp16", "mode", flag_value="fp16", help="Float16 weights.")
+@click.option("--dynamic", "mode", flag_value="dynamic", help="Int8 weights, float activations.")
+@click.option("--int8", "mode", flag_value="int8", help="Full integer (QAT model as it is, else PTQ).")
+@click.option("--int16x8", "mode", flag_value="int16x8", help="Int16 activations, int8 weights.")
+@click.option("--data", help="Calibration data and class names (synthetic, cifar10, folder:PATH, tfds:NAME).")
+@click.option("--data-dir", help="TFDS data_dir.")
+@click.option("--calibration-steps", type=int, default=256, show_default=True,
+              help="Calibration images (stratified over the training split).")
+@click.option("--io", type=click.Choice(["float32", "int8", "uint8"]), default="float32", show_default=True,
+              help="Input/output type of integer models.")
+@click.option("-o", "--out", "out", type=click.Path(), help="Output .tflite (default: beside the model).")
+@_library_errors
+def quantize(model_path, mode, data, data_dir, calibration_steps, io, out):
+    """Convert a .keras model to a checked .tflite file (static batch 1, class names inside).
+
+    Example: mobilecls quantize runs/demo/best.keras --int8 --data synthetic --io int8
+    """
+    import os
+
+    from mobilecls.quantize import quantize as quantize_model
+
+    out = out or os.path.splitext(model_path)[0] + f"_{mode}.tflite"
+    report, _ = quantize_model(model_path, mode, out, data=data, calibration_steps=calibration_steps, io=io,
+                               data_dir=data_dir)
+    click.echo(f"{out}: {mode}, {os.path.getsize(out) / 1e6:.2f} MB, input {report.input_shape} "
+               f"{report.input_dtype}, {len(report.ops)} ops, {report.partitions} XNNPACK partition(s)")
+
+
 if __name__ == "__main__":
     main()

@@ -135,3 +135,61 @@ def inspect_tflite(content, num_threads=1):
         ops=tuple(op["op_name"] for op in nodes), partitions=len(delegates), undelegated=undelegated,
         float_ops=float_ops, input_shape=tuple(int(d) for d in source["shape"]),
         input_dtype=np.dtype(source["dtype"]).name, output_dtype=np.dtype(sink["dtype"]).name)
+
+
+METADATA_NAME = "mobilecls"
+
+
+def with_metadata(content, info):
+    """``content`` with ``info`` (a JSON-ready dict) stored as the "mobilecls" metadata buffer.
+
+    The interpreter ignores it; ``read_metadata`` reads it back, so class names, input size and
+    provenance travel inside the .tflite file.
+    """
+    import json
+
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(json.dumps(info, sort_keys=True).encode("utf-8"), np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if m.name != METADATA_NAME.encode()] + [entry]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def read_metadata(content):
+    """The "mobilecls" metadata dict of a .tflite file's content, or None when it has none.
+
+    Raises:
+        ValueError: ``content`` is not a TFLite flatbuffer.
+    """
+    import json
+
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    content = bytes(content)
+    if len(content) < 8 or content[4:8] != b"TFL3":
+        raise ValueError("not a TFLite file (no TFL3 identifier)")
+    model = schema.Model.GetRootAsModel(content, 0)
+    for index in range(model.MetadataLength()):
+        entry = model.Metadata(index)
+        if entry.Name() == METADATA_NAME.encode():
+            return json.loads(bytes(model.Buffers(entry.Buffer()).DataAsNumpy()).decode("utf-8"))
+    return None
+
+
+def check_graph(report, mode):
+    """Raise ValueError if an exported graph is not what ``mode`` promises.
+
+    Every file: a static batch of 1 and no run-time shape ops. int8: no float compute op.
+    """
+    if report.input_shape[0] != 1 or report.dynamic_shape_ops:
+        raise ValueError(f"converted graph has a dynamic batch (input {report.input_shape}, "
+                         f"ops {', '.join(report.dynamic_shape_ops)})")
+    if mode == "int8" and report.float_ops:
+        raise ValueError(f"int8 export left float compute ops: {', '.join(sorted(set(report.float_ops)))}; "
+                         "these layers are not quantized")

@@ -1,0 +1,115 @@
+"""`quantize`: a .keras model -> a checked, self-describing .tflite file, written atomically."""
+
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from mobilecls.convert import check_graph, inspect_tflite, is_qat_model, to_tflite, with_metadata
+
+
+def load_keras_model(path):
+    """Load a float or QAT .keras model (mobilecls layers and tfmot wrappers known).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is not a loadable Keras model.
+    """
+    from mobilecls._tf import keras, tfmot
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model file not found: {path}")
+    import mobilecls.models.layers  # noqa: F401  (registers mobilecls' layers for deserialisation)
+
+    try:
+        with tfmot.quantization.keras.quantize_scope():
+            return keras.models.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many types for a bad file; the user needs one message
+        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        raise ValueError(f"{path} is not a loadable Keras model (.keras): {reason}") from None
+
+
+def class_names_beside(path):
+    """Class names from the run folder's classes.json next to a model, or None."""
+    candidate = os.path.join(os.path.dirname(os.path.abspath(path)), "classes.json")
+    if os.path.isfile(candidate):
+        with open(candidate, encoding="utf-8") as handle:
+            return list(json.load(handle))
+    return None
+
+
+def calibration_images(dataset, count, seed=0):
+    """``count`` training images, stratified over the classes (float32 pixels 0..255)."""
+    train = dataset.splits["train"]
+    rng = np.random.default_rng(seed)
+    classes = np.unique(train.labels)
+    per_class = max(1, count // len(classes))
+    picks = np.concatenate([rng.permutation(np.flatnonzero(train.labels == c))[:per_class] for c in classes])
+    return train.images[np.sort(picks)].astype(np.float32)
+
+
+def _check_images_fit(model, images, source):
+    expected = tuple(model.input_shape[1:])
+    if tuple(images.shape[1:]) != expected:
+        raise ValueError(f"calibration images from {source} are {images.shape[1]}x{images.shape[2]}x"
+                         f"{images.shape[3]}; the model expects {expected[0]}x{expected[1]}x{expected[2]}")
+
+
+def write_atomically(path, content):
+    """Write bytes to ``path`` through a temporary file in the same folder (never half-written)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=directory, suffix=".tmp", delete=False) as handle:
+        handle.write(content)
+    os.replace(handle.name, path)
+
+
+def quantize(model_path, mode, out, data=None, calibration_steps=256, io="float32", class_names=None,
+             data_dir=None):
+    """Convert a .keras model to a checked .tflite file with metadata.
+
+    Args:
+        model_path: a float or QAT .keras model taking RGB pixels 0..255.
+        mode: fp32, fp16, dynamic, int8 or int16x8.
+        out: the .tflite path to write (atomically).
+        data: dataset spec for calibration (int8/int16x8 from a float model) and class names.
+        calibration_steps: calibration images, stratified over the training split's classes.
+        io: float32, int8 or uint8 input/output for integer modes.
+        class_names: overrides the names from the data or the run folder's classes.json.
+
+    Returns:
+        (report, metadata): the ``GraphReport`` of the written file and its metadata dict.
+
+    Raises:
+        ValueError / FileNotFoundError: bad model file, missing calibration data, images of the
+            wrong size, class names that do not match the model, or an int8 graph with float ops.
+    """
+    model = load_keras_model(model_path)
+    qat = is_qat_model(model)
+    dataset = None
+    if data is not None:
+        from mobilecls.data import load
+
+        dataset = load(data, data_dir=data_dir)
+    names = class_names or (list(dataset.class_names) if dataset else None) or class_names_beside(model_path)
+    outputs = model.output_shape[-1]
+    if names is not None and len(names) != outputs:
+        raise ValueError(f"{len(names)} class names ({', '.join(names[:3])}, ...) do not match the model's "
+                         f"{outputs} outputs ({model_path})")
+    calibration = None
+    if mode in ("int8", "int16x8") and not qat:
+        if dataset is None:
+            raise ValueError(f"--{mode} from a float model needs calibration data: pass --data SPEC "
+                             "(or quantize a QAT model)")
+        images = calibration_images(dataset, calibration_steps)
+        _check_images_fit(model, images, data)
+        calibration = [images]
+    content = to_tflite(model, mode, calibration=calibration, io=io)
+    report = inspect_tflite(content)
+    check_graph(report, mode)
+    metadata = {"class_names": names, "input_size": list(model.input_shape[1:3]), "input": "RGB pixels 0..255",
+                "mode": mode, "io": io, "qat": qat, "source": os.path.basename(model_path), "producer": "mobilecls"}
+    content = with_metadata(content, metadata)
+    write_atomically(out, content)
+    return report, metadata

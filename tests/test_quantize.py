@@ -1,0 +1,104 @@
+"""`mobilecls quantize`: checked, self-describing .tflite files; bad input leaves nothing behind."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mobilecls.cli import main
+from mobilecls.convert import read_metadata
+from mobilecls.models import build_model
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("run")
+    model = build_model("shufflenet_v2", width=0.5, input_size=32, num_classes=10)
+    model.save(folder / "best.keras")
+    names = ["blob", "checkerboard", "circle", "cross", "diagonal_stripes", "horizontal_stripes", "ring",
+             "square", "triangle", "vertical_stripes"]
+    (folder / "classes.json").write_text(json.dumps(names))
+    return folder / "best.keras", model, names
+
+
+def test_fp32_file_matches_keras_and_carries_its_class_names(saved_model, tmp_path):
+    from mobilecls._tf import Interpreter
+
+    path, model, names = saved_model
+    out = tmp_path / "m.tflite"
+    result = CliRunner().invoke(main, ["quantize", str(path), "--fp32", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    content = out.read_bytes()
+    meta = read_metadata(content)
+    assert meta["class_names"] == names and meta["input_size"] == [32, 32] and meta["mode"] == "fp32"
+    interpreter = Interpreter(model_content=content)
+    interpreter.allocate_tensors()
+    image = np.random.default_rng(1).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image)
+    interpreter.invoke()
+    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(got, model(image, training=False).numpy(), atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("io", ["int8", "uint8"])
+def test_int8_from_a_float_model_is_full_integer_with_the_requested_io(saved_model, tmp_path, io):
+    path, _, _ = saved_model
+    out = tmp_path / "m.tflite"
+    result = CliRunner().invoke(main, ["quantize", str(path), "--int8", "--data", "synthetic", "--io", io,
+                                       "--calibration-steps", "40", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"{io}, " in result.output and "1 XNNPACK partition(s)" in result.output
+    assert read_metadata(out.read_bytes())["io"] == io
+
+
+def test_int8_without_calibration_data_is_an_error_and_writes_nothing(saved_model, tmp_path):
+    path, _, _ = saved_model
+    out = tmp_path / "m.tflite"
+    result = CliRunner().invoke(main, ["quantize", str(path), "--int8", "-o", str(out)])
+    assert result.exit_code == 2 and "needs calibration data: pass --data SPEC" in result.output
+    assert not out.exists()
+
+
+def test_not_a_keras_file_is_a_one_line_error(tmp_path):
+    bogus = tmp_path / "model.keras"
+    bogus.write_bytes(b"not a zip file at all")
+    result = CliRunner().invoke(main, ["quantize", str(bogus), "--fp32", "-o", str(tmp_path / "m.tflite")])
+    assert result.exit_code == 2 and "is not a loadable Keras model" in result.output
+    assert len(result.output.strip().splitlines()[-1]) < 400
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_truncated_keras_file_is_an_error(saved_model, tmp_path):
+    path, _, _ = saved_model
+    truncated = tmp_path / "cut.keras"
+    truncated.write_bytes(path.read_bytes()[:5000])
+    result = CliRunner().invoke(main, ["quantize", str(truncated), "--fp32", "-o", str(tmp_path / "m.tflite")])
+    assert result.exit_code == 2 and "is not a loadable Keras model" in result.output
+
+
+def test_missing_model_file(tmp_path):
+    result = CliRunner().invoke(main, ["quantize", str(tmp_path / "none.keras"), "--fp32"])
+    assert result.exit_code == 2 and "model file not found" in result.output
+
+
+def test_calibration_images_of_the_wrong_size_are_refused(tmp_path):
+    model = build_model("mobilenet_v2", width=0.35, input_size=64, num_classes=10)
+    model.save(tmp_path / "m.keras")
+    result = CliRunner().invoke(main, ["quantize", str(tmp_path / "m.keras"), "--int8", "--data", "synthetic",
+                                       "-o", str(tmp_path / "m.tflite")])
+    assert result.exit_code == 2 and "are 32x32x3; the model expects 64x64x3" in result.output
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_class_names_that_do_not_match_the_outputs_are_refused(tmp_path):
+    model = build_model("mobilenet_v2", width=0.35, input_size=32, num_classes=5)
+    model.save(tmp_path / "m.keras")
+    result = CliRunner().invoke(main, ["quantize", str(tmp_path / "m.keras"), "--fp32", "--data", "synthetic",
+                                       "-o", str(tmp_path / "m.tflite")])
+    assert result.exit_code == 2 and "10 class names" in result.output and "5 outputs" in result.output
+
+
+def test_read_metadata_refuses_a_non_tflite_file():
+    with pytest.raises(ValueError, match="not a TFLite file"):
+        read_metadata(b"PK\x03\x04 a zip")
