@@ -175,5 +175,29 @@ def quantize(model_path, mode, data, data_dir, calibration_steps, io, out):
                f"{report.input_dtype}, {len(report.ops)} ops, {report.partitions} XNNPACK partition(s)")
 
 
+@main.command(name="eval")
+@click.argument("model_path", metavar="MODEL(.tflite|.keras)", type=click.Path())
+@click.option("--data", required=True, help="Dataset spec (synthetic, cifar10, folder:PATH, tfds:NAME).")
+@click.option("--data-dir", help="TFDS data_dir.")
+@click.option("--split", default="val", show_default=True, type=click.Choice(["val", "test", "train"]))
+@click.option("--json", "json_out", type=click.Path(), help="Also write the metrics to this JSON file.")
+@_library_errors
+def evaluate(model_path, data, data_dir, split, json_out):
+    """Accuracy, top-5, macro precision/recall/F1 and images/s of a model.
+
+    Example: mobilecls eval runs/demo/best_int8.tflite --data synthetic --split test
+    """
+    from mobilecls.evaluate import evaluate as evaluate_model
+
+    metrics = evaluate_model(model_path, data, split=split, data_dir=data_dir)
+    if json_out:
+        from mobilecls.quantize import write_atomically
+
+        write_atomically(json_out, json.dumps(metrics, indent=2).encode("utf-8"))
+    click.echo(f"{model_path} on {data} [{split}, {metrics['samples']} images]: accuracy {metrics['accuracy']:.4f}, "
+               f"top-5 {metrics['top5']:.4f}, precision {metrics['precision']:.4f}, recall {metrics['recall']:.4f}, "
+               f"F1 {metrics['f1']:.4f}, {metrics['images_per_sec']:.0f} images/s")
+
+
 if __name__ == "__main__":
     main()

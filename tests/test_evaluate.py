@@ -1,0 +1,79 @@
+"""`mobilecls eval`: same metrics for .keras and .tflite, sharded TFLite inference, clear errors."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mobilecls.cli import main
+from mobilecls.data import load
+from mobilecls.evaluate import TFLiteClassifier, evaluate, predict_tflite
+from mobilecls.models import build_model
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    from mobilecls.quantize import quantize
+
+    folder = tmp_path_factory.mktemp("eval")
+    data = load("synthetic")
+    (folder / "classes.json").write_text(json.dumps(list(data.class_names)))
+    build_model("mobilenet_v2", width=0.35, input_size=32, num_classes=10).save(folder / "best.keras")
+    quantize(str(folder / "best.keras"), "fp32", str(folder / "fp32.tflite"))
+    quantize(str(folder / "best.keras"), "int8", str(folder / "int8.tflite"), data="synthetic",
+             calibration_steps=40, io="int8")
+    return folder, data
+
+
+def test_sharded_tflite_predictions_equal_one_interpreter(files):
+    folder, data = files
+    content = (folder / "int8.tflite").read_bytes()
+    images = data.splits["val"].images[:30]
+    np.testing.assert_array_equal(predict_tflite(content, images, workers=3), TFLiteClassifier(content).predict(images))
+
+
+def test_fp32_tflite_and_keras_give_the_same_metrics(files):
+    folder, data = files
+    keras_metrics = evaluate(str(folder / "best.keras"), "synthetic", split="test", dataset=data)
+    tflite_metrics = evaluate(str(folder / "fp32.tflite"), "synthetic", split="test", dataset=data)
+    assert keras_metrics["samples"] == tflite_metrics["samples"] == 1000
+    assert tflite_metrics["accuracy"] == pytest.approx(keras_metrics["accuracy"], abs=0.002)
+    assert np.abs(np.subtract(tflite_metrics["confusion"], keras_metrics["confusion"])).max() <= 2
+
+
+def test_int8_file_is_evaluated_with_its_own_quantization(files):
+    folder, data = files
+    classifier = TFLiteClassifier((folder / "int8.tflite").read_bytes())
+    assert classifier.source["dtype"] == np.int8
+    scores = classifier.predict(data.splits["val"].images[:5])
+    assert scores.dtype == np.float32 and scores.shape == (5, 10) and np.isfinite(scores).all()
+
+
+def test_cli_eval_prints_and_writes_metrics(files, tmp_path):
+    folder, _ = files
+    out = tmp_path / "m.json"
+    result = CliRunner().invoke(main, ["eval", str(folder / "int8.tflite"), "--data", "synthetic", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    assert metrics["samples"] == 500 and metrics["split"] == "val" and metrics["images_per_sec"] > 0
+    assert f"accuracy {metrics['accuracy']:.4f}" in result.output
+
+
+def test_mismatched_classes_missing_split_and_bad_files_are_errors(files, tmp_path):
+    folder, _ = files
+    cifar_like = tmp_path / "data"
+    for name in ("cat", "dog"):
+        (cifar_like / name).mkdir(parents=True)
+        from PIL import Image
+
+        for i in range(3):
+            Image.fromarray(np.full((32, 32, 3), i * 40, np.uint8)).save(cifar_like / name / f"{i}.png")
+    result = CliRunner().invoke(main, ["eval", str(folder / "fp32.tflite"), "--data", f"folder:{cifar_like}"])
+    assert result.exit_code == 2 and "was trained on classes blob" in result.output
+    result = CliRunner().invoke(main, ["eval", str(folder / "fp32.tflite"), "--data", "synthetic", "--split", "test"])
+    assert result.exit_code == 0
+    bogus = tmp_path / "x.tflite"
+    bogus.write_bytes(b"nonsense")
+    result = CliRunner().invoke(main, ["eval", str(bogus), "--data", "synthetic"])
+    assert result.exit_code == 2 and "not a TFLite file" in result.output
