@@ -120,6 +120,11 @@ def _coerce(value, annotation, where):
             return value
         if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+        if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if hint is str and isinstance(value, str):
             return value
     expected = " or ".join("null" if h is type(None) else h.__name__ for h in hints)

@@ -97,3 +97,40 @@ def test_an_unknown_model_is_refused_before_anything_runs(tmp_path):
     result = CliRunner().invoke(main, ["fit", "--model", "resnet50", "--out", str(tmp_path / "run")])
     assert result.exit_code == 2 and "model.name: expected one of mobilenet_v1" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_leaves_a_run_that_resumes_where_it_stopped(tmp_path, monkeypatch):
+    from mobilecls import train
+    from mobilecls._tf import keras
+
+    recipe = recipes.replace(TINY, train={"epochs": 2})
+    original = train._Monitor.on_train_batch_end
+
+    def interrupt_in_second_epoch(self, batch, logs=None):
+        if self.epoch == 1 and batch == 3:
+            raise KeyboardInterrupt
+        original(self, batch, logs)
+
+    monkeypatch.setattr(train._Monitor, "on_train_batch_end", interrupt_in_second_epoch)
+    out = str(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(recipe, out, quiet=True)
+    assert os.path.isdir(os.path.join(out, "backup"))
+    monkeypatch.setattr(train._Monitor, "on_train_batch_end", original)
+    run = train.fit(None, out, resume=True, quiet=True)
+    with open(os.path.join(out, "history.csv"), encoding="utf-8") as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1"]
+    last = keras.models.load_model(os.path.join(out, "last.keras"), compile=True)
+    steps = 4500 // 128
+    assert int(last.optimizer.iterations.numpy()) == 2 * steps  # the schedule continued, not restarted
+    assert run.metrics["epochs"] == 2
+
+
+def test_a_nan_loss_stops_the_run_with_a_clear_message(tmp_path, monkeypatch):
+    from mobilecls import train
+    from mobilecls._tf import keras
+
+    # A NaN learning rate turns the weights, and so the loss, into NaN after the first step.
+    monkeypatch.setattr(train, "make_optimizer", lambda recipe, steps: keras.optimizers.SGD(float("nan")))
+    with pytest.raises(ValueError, match="loss became NaN at epoch 1, step 2; the run stopped. Lower optimizer.lr"):
+        train.fit(TINY, str(tmp_path / "run"), quiet=True)

@@ -43,6 +43,13 @@ def test_unknown_key_lists_the_valid_ones():
         recipes.from_dict({"optimiser": {}})
 
 
+def test_exponent_floats_that_yaml_reads_as_strings_are_accepted():
+    recipe = recipes.override(recipes.Recipe(), ["optimizer.lr=1e-3", "optimizer.weight_decay=5e-5"])
+    assert (recipe.optimizer.lr, recipe.optimizer.weight_decay) == (0.001, 5e-5)
+    with pytest.raises(ValueError, match="optimizer.lr: expected float, got 'fast'"):
+        recipes.override(recipes.Recipe(), ["optimizer.lr=fast"])
+
+
 def test_wrong_types_and_choices_are_errors():
     with pytest.raises(ValueError, match="train.epochs: expected int, got 'ten'"):
         recipes.from_dict({"train": {"epochs": "ten"}})
