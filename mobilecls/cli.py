@@ -199,5 +199,60 @@ def evaluate(model_path, data, data_dir, split, json_out):
                f"F1 {metrics['f1']:.4f}, {metrics['images_per_sec']:.0f} images/s")
 
 
+def _fine_tune_options(epochs, lr):
+    def decorate(command):
+        for option in reversed((
+            click.argument("model_path", metavar="MODEL.keras", type=click.Path()),
+            click.option("--data", required=True, help="Dataset spec the model was trained on."),
+            click.option("--data-dir", help="TFDS data_dir."),
+            click.option("--epochs", type=int, default=epochs, show_default=True, help="Fine-tuning epochs."),
+            click.option("--lr", type=float, default=lr, show_default=True, help="Starting learning rate (cosine)."),
+            click.option("--batch-size", type=int, default=128, show_default=True),
+            click.option("--out", required=True, type=click.Path(), help="Output folder (new or empty)."),
+            click.option("--quiet", is_flag=True, help="No progress output."),
+        )):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+@main.command(name="prune")
+@_fine_tune_options(epochs=5, lr=0.01)
+@click.option("--sparsity", type=float, default=0.5, show_default=True, help="Target fraction of zero weights.")
+@click.option("--schedule", type=click.Choice(["polynomial", "constant"]), default="polynomial", show_default=True)
+@click.option("--structured", metavar="N:M", help="Block sparsity, e.g. 2:4.")
+@_library_errors
+def prune_command(model_path, data, data_dir, epochs, lr, batch_size, out, quiet, sparsity, schedule, structured):
+    """Magnitude pruning (tfmot) + fine-tuning; writes the pruned model and its sparsity.
+
+    Example: mobilecls prune runs/demo/best.keras --data synthetic --sparsity 0.5 --out runs/demo-pruned
+    """
+    from mobilecls.optimize.runs import prune_run
+
+    report = prune_run(model_path, data, out, sparsity=sparsity, schedule=schedule, structured=structured,
+                       epochs=epochs, lr=lr, batch_size=batch_size, data_dir=data_dir, quiet=quiet)
+    gz = report["tflite_fp32_gzip_bytes"]
+    click.echo(f"{out}: sparsity {report['sparsity']:.3f}, val accuracy {report['val_accuracy_before']:.4f} -> "
+               f"{report['val_accuracy_after']:.4f}, gzip .tflite {gz['before'] / 1e6:.2f} -> "
+               f"{gz['after'] / 1e6:.2f} MB")
+
+
+@main.command(name="qat")
+@_fine_tune_options(epochs=3, lr=0.001)
+@_library_errors
+def qat_command(model_path, data, data_dir, epochs, lr, batch_size, out, quiet):
+    """Quantization-aware fine-tuning (tfmot, 8-bit; sparsity-preserving for pruned models).
+
+    Example: mobilecls qat runs/demo/best.keras --data synthetic --epochs 2 --out runs/demo-qat
+    """
+    from mobilecls.optimize.runs import qat_run
+
+    report = qat_run(model_path, data, out, epochs=epochs, lr=lr, batch_size=batch_size, data_dir=data_dir,
+                     quiet=quiet)
+    click.echo(f"{out}: val accuracy float {report['val_accuracy_float']:.4f}, QAT {report['val_accuracy_qat']:.4f}"
+               + (" (sparsity preserved)" if report["sparsity_preserving"] else ""))
+
+
 if __name__ == "__main__":
     main()

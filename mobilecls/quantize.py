@@ -10,7 +10,7 @@ from mobilecls.convert import check_graph, inspect_tflite, is_qat_model, to_tfli
 
 
 def load_keras_model(path):
-    """Load a float or QAT .keras model (mobilecls layers and tfmot wrappers known).
+    """Load a float or QAT model file, .keras or .h5 (mobilecls layers and tfmot wrappers known).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -20,14 +20,14 @@ def load_keras_model(path):
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file not found: {path}")
-    import mobilecls.models.layers  # noqa: F401  (registers mobilecls' layers for deserialisation)
+    from mobilecls.models.layers import CUSTOM_OBJECTS
 
     try:
-        with tfmot.quantization.keras.quantize_scope():
+        with tfmot.quantization.keras.quantize_scope(CUSTOM_OBJECTS):
             return keras.models.load_model(path, compile=False)
     except Exception as error:  # Keras raises many types for a bad file; the user needs one message
         reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
-        raise ValueError(f"{path} is not a loadable Keras model (.keras): {reason}") from None
+        raise ValueError(f"{path} is not a loadable Keras model (.keras or .h5): {reason}") from None
 
 
 def class_names_beside(path):

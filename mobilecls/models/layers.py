@@ -92,6 +92,10 @@ class Product(_Weightless):
         return first * second
 
 
+# Class name -> class, for formats that store bare class names (legacy .h5, used for QAT models).
+CUSTOM_OBJECTS = {cls.__name__: cls for cls in (AveragePooling3x3, ShiftedReLU6, ConstantScale, Product)}
+
+
 # Why hard-sigmoid and hard-swish are several small layers and not one: each layer's output
 # gets its own fake-quant node under QAT, so every intermediate tensor has an int8 range and
 # the converter emits int8 ADD/MUL ops; a single layer would leave float ops between its

@@ -1,0 +1,1 @@
+"""Model optimisation that returns new models: magnitude pruning and quantization-aware training."""

@@ -1,0 +1,36 @@
+"""Short fine-tuning runs shared by pruning and QAT (SGD, cosine to zero, crop + flip)."""
+
+import math
+
+from mobilecls._tf import keras
+from mobilecls.data.pipeline import evaluation_batches, training_batches
+from mobilecls.recipes import AugmentSection
+
+
+def fine_tune(model, dataset, epochs, lr, batch_size=128, callbacks=(), quiet=True, seed=0):
+    """Train ``model`` in place on ``dataset``'s train split; returns the val accuracy after.
+
+    Args:
+        model: a (pruning- or quantization-wrapped) tf_keras model taking pixels 0..255.
+        dataset: a ``mobilecls.data.Dataset``.
+        epochs: fine-tuning epochs (0 only evaluates).
+        lr: starting learning rate, decayed to zero with a cosine.
+        batch_size: images per step.
+        callbacks: extra Keras callbacks (e.g. tfmot's UpdatePruningStep).
+        quiet: no progress output.
+        seed: shuffling and augmentation seed.
+    """
+    train, val = dataset.splits["train"], dataset.splits["val"]
+    num_classes = len(dataset.class_names)
+    steps = max(1, len(train.images) // batch_size)
+    schedule = keras.optimizers.schedules.CosineDecay(lr, max(1, epochs * steps))
+    model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True),
+                  loss=keras.losses.CategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    if epochs:
+        batches = training_batches(train.images, train.labels, min(batch_size, len(train.images)),
+                                   AugmentSection(crop_padding=4, flip=True), num_classes, seed=seed)
+        model.fit(batches, epochs=epochs, steps_per_epoch=steps, callbacks=list(callbacks),
+                  verbose=0 if quiet else 2)
+    scores = model.predict(evaluation_batches(val.images, 256), verbose=0)
+    accuracy = float((scores.argmax(axis=1) == val.labels).mean())
+    return accuracy if math.isfinite(accuracy) else 0.0

@@ -1,0 +1,120 @@
+"""`prune` and `qat` as commands: load, wrap, fine-tune, write an output folder atomically."""
+
+import json
+import os
+import shutil
+import tempfile
+
+from mobilecls.optimize.finetune import fine_tune
+
+
+def _output_folder(out):
+    if os.path.exists(out) and os.listdir(out):
+        raise ValueError(f"output folder {out} already exists and is not empty; choose another --out")
+
+
+def _load(model_path, data, data_dir):
+    from mobilecls.data import load
+    from mobilecls.quantize import class_names_beside, load_keras_model
+
+    model = load_keras_model(model_path)
+    dataset = load(data, data_dir=data_dir)
+    names = class_names_beside(model_path)
+    if names is not None and list(names) != list(dataset.class_names):
+        raise ValueError(f"{model_path} was trained on classes {', '.join(names)}; {data} has "
+                         f"{', '.join(dataset.class_names)}")
+    if tuple(dataset.splits["train"].images.shape[1:]) != tuple(model.input_shape[1:]):
+        raise ValueError(f"{data} images are {dataset.splits['train'].images.shape[1:]}; {model_path} expects "
+                         f"{model.input_shape[1:]}")
+    if model.output_shape[-1] != len(dataset.class_names):
+        raise ValueError(f"{model_path} has {model.output_shape[-1]} outputs; {data} has "
+                         f"{len(dataset.class_names)} classes")
+    return model, dataset
+
+
+def model_filename(model):
+    """model.keras, or model.h5 for a QAT model: tf_keras 2.21 cannot reload tfmot's QuantizeLayer
+    from .keras ("expected 5 variables, but received 3"), while .h5 round-trips."""
+    from mobilecls.convert import is_qat_model
+
+    return "model.h5" if is_qat_model(model) else "model.keras"
+
+
+def _publish(staging, out, model, report, dataset):
+    model.save(os.path.join(staging, model_filename(model)))
+    with open(os.path.join(staging, "classes.json"), "w", encoding="utf-8") as handle:
+        json.dump(list(dataset.class_names), handle)
+    with open(os.path.join(staging, "report.json"), "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=2)
+    if os.path.isdir(out):
+        os.rmdir(out)  # empty (checked before any work)
+    os.replace(staging, out)
+
+
+def _staging(out):
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    return tempfile.mkdtemp(prefix=".staging-", dir=parent)
+
+
+def prune_run(model_path, data, out, sparsity=0.5, schedule="polynomial", structured=None, epochs=5, lr=0.01,
+              batch_size=128, data_dir=None, quiet=True):
+    """Prune a .keras model, fine-tune it, strip the wrappers and write ``out``.
+
+    ``out`` gets model.keras (pruned, float), classes.json and report.json (val accuracy before
+    and after, per-layer and overall sparsity, float32 .tflite size and gzip size before/after).
+
+    Returns:
+        The report dict.
+    """
+    from mobilecls.convert import to_tflite
+    from mobilecls.optimize import prune
+
+    _output_folder(out)
+    model, dataset = _load(model_path, data, data_dir)
+    before = fine_tune(model, dataset, 0, lr, batch_size)
+    steps = max(1, len(dataset.splits["train"].images) // batch_size)
+    wrapped = prune.prune(model, sparsity, schedule, structured, begin_step=0,
+                          end_step=max(1, int(0.7 * epochs * steps)))
+    after = fine_tune(wrapped, dataset, epochs, lr, batch_size, callbacks=[prune.update_step_callback()], quiet=quiet)
+    pruned = prune.strip(wrapped)
+    dense_tflite, sparse_tflite = to_tflite(model, "fp32"), to_tflite(pruned, "fp32")
+    report = {"source": model_path, "sparsity_target": sparsity, "schedule": schedule, "structured": structured,
+              "epochs": epochs, "val_accuracy_before": before, "val_accuracy_after": after,
+              "sparsity": prune.overall_sparsity(pruned), "layers": prune.layer_sparsity(pruned),
+              "tflite_fp32_bytes": {"before": len(dense_tflite), "after": len(sparse_tflite)},
+              "tflite_fp32_gzip_bytes": {"before": prune.gzip_size(dense_tflite),
+                                         "after": prune.gzip_size(sparse_tflite)}}
+    staging = _staging(out)
+    try:
+        _publish(staging, out, pruned, report, dataset)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return report
+
+
+def qat_run(model_path, data, out, epochs=3, lr=0.001, batch_size=128, data_dir=None, quiet=True):
+    """Quantization-aware fine-tuning of a .keras model into ``out`` (model.h5 is the QAT model).
+
+    A pruned model (>= 30 % zero weights) uses tfmot's sparsity-preserving scheme.
+
+    Returns:
+        The report dict (val accuracy of the float model and of the QAT model, sparsity kept).
+    """
+    from mobilecls.optimize.prune import overall_sparsity
+    from mobilecls.optimize.qat import PRUNED_THRESHOLD, qat
+
+    _output_folder(out)
+    model, dataset = _load(model_path, data, data_dir)
+    before = fine_tune(model, dataset, 0, lr, batch_size)
+    sparsity = overall_sparsity(model)
+    quantized = qat(model)
+    after = fine_tune(quantized, dataset, epochs, lr, batch_size, quiet=quiet)
+    report = {"source": model_path, "epochs": epochs, "val_accuracy_float": before, "val_accuracy_qat": after,
+              "sparsity_preserving": sparsity >= PRUNED_THRESHOLD, "sparsity_before": sparsity}
+    staging = _staging(out)
+    try:
+        _publish(staging, out, quantized, report, dataset)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return report

@@ -1,0 +1,113 @@
+"""`prune` and `qat`: new models, real sparsity, sparsity kept through QAT, folders never clobbered."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mobilecls.cli import main
+from mobilecls.models import build_model
+
+
+@pytest.fixture(scope="module")
+def float_model(tmp_path_factory):
+    from mobilecls.data import load
+
+    folder = tmp_path_factory.mktemp("float")
+    build_model("mobilenet_v2", width=0.35, input_size=32, num_classes=10).save(folder / "best.keras")
+    (folder / "classes.json").write_text(json.dumps(list(load("synthetic").class_names)))
+    return folder / "best.keras"
+
+
+@pytest.fixture(scope="module")
+def pruned_folder(float_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("p") / "pruned"
+    result = CliRunner().invoke(main, ["prune", str(float_model), "--data", "synthetic", "--sparsity", "0.5",
+                                       "--schedule", "constant", "--epochs", "1", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_prune_reaches_the_target_sparsity_and_shrinks_the_gzip_size(pruned_folder):
+    report = json.loads((pruned_folder / "report.json").read_text())
+    assert sorted(p.name for p in pruned_folder.iterdir()) == ["classes.json", "model.keras", "report.json"]
+    assert report["sparsity"] == pytest.approx(0.5, abs=0.03)
+    convs = [value for name, value in report["layers"].items() if name.endswith("_project")]
+    assert convs and all(value == pytest.approx(0.5, abs=0.05) for value in convs)
+    gz = report["tflite_fp32_gzip_bytes"]
+    assert gz["after"] < 0.8 * gz["before"]
+
+
+def test_pruned_model_has_no_wrappers_left(pruned_folder):
+    from mobilecls.quantize import load_keras_model
+
+    model = load_keras_model(str(pruned_folder / "model.keras"))
+    assert not any("Prune" in type(layer).__name__ for layer in model.layers)
+
+
+def test_qat_of_a_pruned_model_keeps_its_zeros_and_exports_full_int8(pruned_folder, tmp_path):
+    from mobilecls.convert import inspect_tflite, to_tflite
+    from mobilecls.quantize import load_keras_model
+
+    out = tmp_path / "qat"
+    result = CliRunner().invoke(main, ["qat", str(pruned_folder / "model.keras"), "--data", "synthetic",
+                                       "--epochs", "1", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "(sparsity preserved)" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["classes.json", "model.h5", "report.json"]
+    model = load_keras_model(str(out / "model.h5"))
+    images = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    assert np.isfinite(model(images, training=False).numpy()).all()
+    kernels = [w.numpy() for layer in model.layers for w in layer.weights if w.name.endswith("kernel:0")
+               and "project" in w.name]
+    assert kernels and np.mean([np.mean(k == 0) for k in kernels]) == pytest.approx(0.5, abs=0.05)
+    report = inspect_tflite(to_tflite(model, "int8", io="int8"))
+    assert report.float_ops == () and report.partitions == 1
+
+
+def test_existing_output_folder_is_refused(float_model, pruned_folder):
+    before = (pruned_folder / "report.json").read_text()
+    result = CliRunner().invoke(main, ["qat", str(float_model), "--data", "synthetic", "--out", str(pruned_folder)])
+    assert result.exit_code == 2 and "already exists and is not empty" in result.output
+    assert (pruned_folder / "report.json").read_text() == before
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--sparsity", "1.5"], "sparsity must be in (0, 1)"),
+    (["--structured", "4:2"], "structured N:M needs 0 < N < M"),
+    (["--structured", "two:four"], "structured must look like N:M"),
+])
+def test_bad_prune_arguments(float_model, tmp_path, args, message):
+    result = CliRunner().invoke(main, ["prune", str(float_model), "--data", "synthetic", "--out",
+                                       str(tmp_path / "o"), *args])
+    assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_prune_returns_a_new_model_and_leaves_the_original_alone():
+    from mobilecls.optimize.prune import overall_sparsity, prune, strip, update_step_callback
+
+    model = build_model("mobilenet_v2", width=0.35, input_size=32, num_classes=10)
+    before = model.get_layer("block_3_project").kernel.numpy().copy()
+    wrapped = prune(model, 0.5, "constant", end_step=2, frequency=1)
+    wrapped.compile("sgd", "mse")
+    images = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    wrapped.fit(images, np.zeros((8, 10)), epochs=1, batch_size=4, verbose=0, callbacks=[update_step_callback()])
+    assert overall_sparsity(strip(wrapped)) > 0.4
+    np.testing.assert_array_equal(model.get_layer("block_3_project").kernel.numpy(), before)
+
+
+def test_structured_2_by_4_prunes_two_of_every_four():
+    from mobilecls.optimize.prune import prune, strip
+
+    model = build_model("mobilenet_v2", width=0.35, input_size=32, num_classes=10)
+    wrapped = prune(model, 0.5, "constant", structured="2:4", end_step=2, frequency=1)
+    wrapped.compile("sgd", "mse")
+    from mobilecls.optimize.prune import update_step_callback
+
+    images = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    wrapped.fit(images, np.zeros((8, 10)), epochs=1, batch_size=4, verbose=0, callbacks=[update_step_callback()])
+    kernel = strip(wrapped).get_layer("block_3_project").kernel.numpy()  # (1, 1, Cin, Cout)
+    blocks = kernel.reshape(-1, kernel.shape[-1]).T.reshape(kernel.shape[-1], -1, 4)
+    assert ((blocks == 0).sum(axis=-1) >= 2).all()
