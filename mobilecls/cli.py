@@ -176,27 +176,40 @@ def quantize(model_path, mode, data, data_dir, calibration_steps, io, out):
 
 
 @main.command(name="eval")
-@click.argument("model_path", metavar="MODEL(.tflite|.keras)", type=click.Path())
+@click.argument("model_paths", metavar="MODEL(.tflite|.keras|.h5) [MODEL2]", nargs=-1, required=True,
+                type=click.Path())
 @click.option("--data", required=True, help="Dataset spec (synthetic, cifar10, folder:PATH, tfds:NAME).")
 @click.option("--data-dir", help="TFDS data_dir.")
 @click.option("--split", default="val", show_default=True, type=click.Choice(["val", "test", "train"]))
-@click.option("--json", "json_out", type=click.Path(), help="Also write the metrics to this JSON file.")
+@click.option("--compare", is_flag=True, help="Compare two models: top-1 agreement and output differences.")
+@click.option("--json", "json_out", type=click.Path(), help="Also write the result to this JSON file.")
 @_library_errors
-def evaluate(model_path, data, data_dir, split, json_out):
-    """Accuracy, top-5, macro precision/recall/F1 and images/s of a model.
+def evaluate(model_paths, data, data_dir, split, compare, json_out):
+    """Accuracy, top-5, macro precision/recall/F1 and images/s of a model, or --compare two.
 
-    Example: mobilecls eval runs/demo/best_int8.tflite --data synthetic --split test
+    Examples: mobilecls eval runs/demo/best_int8.tflite --data synthetic --split test
+              mobilecls eval --compare runs/qat/model.h5 runs/qat/model_int8.tflite --data synthetic
     """
-    from mobilecls.evaluate import evaluate as evaluate_model
+    from mobilecls import evaluate as evaluation
 
-    metrics = evaluate_model(model_path, data, split=split, data_dir=data_dir)
+    if len(model_paths) != (2 if compare else 1):
+        raise click.UsageError("--compare takes exactly two models" if compare else "give one model (or --compare A B)")
+    if compare:
+        result = evaluation.compare(*model_paths, data, split=split, data_dir=data_dir)
+        summary = (f"{result['samples']} {split} images: top-1 agreement {result['top1_agreement']:.4f}, "
+                   f"largest output difference {result['max_abs_difference']:.4g} "
+                   f"(image {result['worst_image_index']}), mean {result['mean_abs_difference']:.4g}; "
+                   f"accuracy {result['accuracy'][0]:.4f} vs {result['accuracy'][1]:.4f}")
+    else:
+        result = evaluation.evaluate(model_paths[0], data, split=split, data_dir=data_dir)
+        summary = (f"{model_paths[0]} on {data} [{split}, {result['samples']} images]: accuracy "
+                   f"{result['accuracy']:.4f}, top-5 {result['top5']:.4f}, precision {result['precision']:.4f}, "
+                   f"recall {result['recall']:.4f}, F1 {result['f1']:.4f}, {result['images_per_sec']:.0f} images/s")
     if json_out:
         from mobilecls.quantize import write_atomically
 
-        write_atomically(json_out, json.dumps(metrics, indent=2).encode("utf-8"))
-    click.echo(f"{model_path} on {data} [{split}, {metrics['samples']} images]: accuracy {metrics['accuracy']:.4f}, "
-               f"top-5 {metrics['top5']:.4f}, precision {metrics['precision']:.4f}, recall {metrics['recall']:.4f}, "
-               f"F1 {metrics['f1']:.4f}, {metrics['images_per_sec']:.0f} images/s")
+        write_atomically(json_out, json.dumps(result, indent=2).encode("utf-8"))
+    click.echo(summary)
 
 
 def _fine_tune_options(epochs, lr):

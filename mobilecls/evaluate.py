@@ -113,3 +113,35 @@ def evaluate(model_path, data, split="val", data_dir=None, dataset=None):
     metrics.update({"model": os.path.basename(model_path), "data": data, "split": split,
                     "images_per_sec": len(part.images) / seconds, "size_bytes": os.path.getsize(model_path)})
     return metrics
+
+
+def compare(first_path, second_path, data, split="val", data_dir=None, dataset=None):
+    """Top-1 agreement and output differences of two models on the same images.
+
+    Typical use: a QAT Keras model against its int8 .tflite, or a float file against its fp16 one.
+    Scores are compared as the models give them (logits; quantized outputs dequantized).
+    """
+    if dataset is None:
+        from mobilecls.data import load
+
+        dataset = load(data, data_dir=data_dir)
+    if split not in dataset.splits:
+        raise ValueError(f"split {split!r} not in {data}; it has: {', '.join(sorted(dataset.splits))}")
+    images = dataset.splits[split].images
+    labels = dataset.splits[split].labels
+    scores = []
+    for path in (first_path, second_path):
+        predict, _, input_shape = load_predictor(path)
+        if tuple(images.shape[1:]) != tuple(input_shape[1:]):
+            raise ValueError(f"{data} images are {'x'.join(map(str, images.shape[1:]))}; "
+                             f"{path} expects {'x'.join(map(str, input_shape[1:]))}")
+        scores.append(np.asarray(predict(images), np.float32))
+    first, second = scores
+    if first.shape != second.shape:
+        raise ValueError(f"{first_path} gives {first.shape[1]} scores per image, {second_path} {second.shape[1]}")
+    difference = np.abs(first - second)
+    worst = int(difference.max(axis=1).argmax())
+    return {"samples": int(len(images)), "top1_agreement": float(np.mean(first.argmax(1) == second.argmax(1))),
+            "max_abs_difference": float(difference.max()), "mean_abs_difference": float(difference.mean()),
+            "worst_image_index": worst, "accuracy": [float(np.mean(s.argmax(1) == labels)) for s in scores],
+            "models": [first_path, second_path], "data": data, "split": split}

@@ -77,3 +77,16 @@ def test_mismatched_classes_missing_split_and_bad_files_are_errors(files, tmp_pa
     bogus.write_bytes(b"nonsense")
     result = CliRunner().invoke(main, ["eval", str(bogus), "--data", "synthetic"])
     assert result.exit_code == 2 and "not a TFLite file" in result.output
+
+
+def test_compare_reports_agreement_and_differences(files, tmp_path):
+    folder, _ = files
+    out = tmp_path / "c.json"
+    result = CliRunner().invoke(main, ["eval", "--compare", str(folder / "best.keras"), str(folder / "fp32.tflite"),
+                                       "--data", "synthetic", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    compared = json.loads(out.read_text())
+    assert compared["top1_agreement"] >= 0.99 and compared["max_abs_difference"] < 1e-2
+    assert compared["accuracy"][0] == pytest.approx(compared["accuracy"][1], abs=0.01)
+    result = CliRunner().invoke(main, ["eval", "--compare", str(folder / "best.keras"), "--data", "synthetic"])
+    assert result.exit_code == 2 and "--compare takes exactly two models" in result.output
