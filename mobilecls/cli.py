@@ -108,8 +108,10 @@ def profile(name, input_size, num_classes, width, as_json):
 @click.option("--out", type=click.Path(), help="Run folder (default runs/<model>-<time>).")
 @click.option("--resume", type=click.Path(), help="Continue the run in this folder where it stopped.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]), default="default",
+              show_default=True, help="tf.distribute: local devices (mirrored) or TF_CONFIG workers (multiworker).")
 @_library_errors
-def fit(recipe_path, assignments, model, data, data_dir, epochs, batch_size, seed, out, resume, quiet):
+def fit(recipe_path, assignments, model, data, data_dir, epochs, batch_size, seed, out, resume, quiet, strategy):
     """Train a model from a recipe into a run folder.
 
     Example: mobilecls fit --recipe recipes/demo.yaml --out runs/demo
@@ -135,7 +137,7 @@ def fit(recipe_path, assignments, model, data, data_dir, epochs, batch_size, see
     from mobilecls.train import fit as fit_recipe
 
     try:
-        run = fit_recipe(recipe, out, resume=bool(resume), quiet=quiet)
+        run = fit_recipe(recipe, out, resume=bool(resume), quiet=quiet, strategy=strategy)
     except KeyboardInterrupt:
         raise click.ClickException(f"interrupted; resume with: mobilecls fit --resume {out}") from None
     val = run.metrics["val"]

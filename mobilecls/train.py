@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import time
 
 import numpy as np
@@ -138,7 +139,45 @@ def _predict(model, images, batch_size):
     return model.predict(evaluation_batches(images, batch_size), verbose=0).astype(np.float32)
 
 
-def fit(recipe, out, resume=False, quiet=False):
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+def make_strategy(name):
+    """The tf.distribute strategy ``name``: default, mirrored (all local devices) or multiworker.
+
+    mirrored on a CPU-only machine splits the CPU into two logical devices, which has to happen
+    before TensorFlow starts its runtime (fit calls this first). multiworker reads the cluster
+    from TF_CONFIG.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("strategy multiworker needs TF_CONFIG (the cluster's workers and this task's index)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if not tf.config.list_physical_devices("GPU"):
+        (cpu,) = tf.config.list_physical_devices("CPU")[:1]
+        try:
+            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        except RuntimeError:  # the runtime already started: keep what it has
+            pass
+        devices = [device.name for device in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    return tf.distribute.MirroredStrategy()
+
+
+def _worker_folder(out, strategy_name):
+    """Workers other than the chief write their own copies beside the chief's run folder."""
+    if strategy_name != "multiworker":
+        return out
+    task = json.loads(os.environ["TF_CONFIG"]).get("task", {})
+    index = int(task.get("index", 0))
+    return out if task.get("type", "worker") in ("chief", "worker") and index == 0 else f"{out}.worker_{index}"
+
+
+def fit(recipe, out, resume=False, quiet=False, strategy="default"):
     """Train ``recipe`` into the run folder ``out``.
 
     Args:
@@ -147,6 +186,9 @@ def fit(recipe, out, resume=False, quiet=False):
         resume: continue the run in ``out`` from its last completed epoch (weights, optimizer
             state and schedule), reading the recipe saved there.
         quiet: no progress output.
+        strategy: default, mirrored (tf.distribute over local devices; two logical CPU devices
+            on a CPU-only machine) or multiworker (TF_CONFIG; workers other than the chief write
+            to ``out.worker_N``).
 
     Returns:
         A ``Run`` with the folder and its metrics (also in ``out/metrics.json``).
@@ -155,6 +197,8 @@ def fit(recipe, out, resume=False, quiet=False):
         ValueError: the run folder exists (without resume), bad data or recipe, or a NaN loss.
         FileNotFoundError: resume of a folder that is not a run.
     """
+    distribution = make_strategy(strategy)  # first: mirrored must split the CPU before TF starts
+    out = _worker_folder(out, strategy)
     _check_run_folder(out, resume)
     if resume:
         recipe = recipes.load(os.path.join(out, "recipe.yaml"))
@@ -178,10 +222,11 @@ def fit(recipe, out, resume=False, quiet=False):
     kwargs = recipe.model.builder_kwargs(train.images.shape[1], num_classes)
     keras.mixed_precision.set_global_policy(recipe.train.mixed_precision or "float32")
     try:
-        model = build_model(recipe.model.name, **kwargs)
-        model.compile(optimizer=make_optimizer(recipe, steps),
-                      loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(5, name="top5")])
+        with distribution.scope():
+            model = build_model(recipe.model.name, **kwargs)
+            model.compile(optimizer=make_optimizer(recipe, steps),
+                          loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+                          metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(5, name="top5")])
         monitor = _Monitor(batch_size, steps, quiet)
         history_path = os.path.join(out, "history.csv")
         best_so_far = _best_val_accuracy(history_path)
@@ -209,6 +254,11 @@ def fit(recipe, out, resume=False, quiet=False):
                              f"optimizer.lr (now {recipe.optimizer.lr}) or add schedule.warmup_epochs, then "
                              f"resume with --resume {out}")
         model.save(os.path.join(out, "last.keras"))
+        if not os.path.isfile(os.path.join(out, "best.keras")):
+            # Keras keeps ModelCheckpoint files of non-chief multiworker tasks only in a temporary
+            # folder; such a worker's best model is its final one (the weights are in sync anyway).
+            # A copy, not model.save: saving runs collectives that the chief would not join.
+            shutil.copyfile(os.path.join(out, "last.keras"), os.path.join(out, "best.keras"))
         best = keras.models.load_model(os.path.join(out, "best.keras"), compile=False)
         if recipe.train.mixed_precision:
             best = _float32_copy(best, kwargs, recipe.model.name)
@@ -216,6 +266,7 @@ def fit(recipe, out, resume=False, quiet=False):
         keras.mixed_precision.set_global_policy("float32")
     best.save(os.path.join(out, "best.keras"))
     metrics = {"model": recipe.model.name, "data": recipe.data.spec, "epochs": recipe.train.epochs,
+               "strategy": strategy, "replicas": distribution.num_replicas_in_sync,
                "wall_time_s": wall, "train_images_per_sec": float(np.mean(monitor.throughput or [0.0]))}
     for split in ("val", "test"):
         if split in data.splits:
