@@ -269,5 +269,77 @@ def qat_command(model_path, data, data_dir, epochs, lr, batch_size, out, quiet):
                + (" (sparsity preserved)" if report["sparsity_preserving"] else ""))
 
 
+def _thread_list(_context, _parameter, value):
+    try:
+        threads = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers like 1,2,4, got {value!r}") from None
+    return threads
+
+
+@main.command()
+@click.argument("models", metavar="MODEL.tflite...", nargs=-1, required=True, type=click.Path())
+@click.option("--threads", default="1", show_default=True, callback=_thread_list, help="Thread counts, e.g. 1,2,4.")
+@click.option("--runs", type=int, default=50, show_default=True, help="Timed invokes per model and thread count.")
+@click.option("--warmup", type=int, default=5, show_default=True, help="Untimed invokes first.")
+@click.option("--min-seconds", type=float, default=0.0, show_default=True, help="Keep timing at least this long.")
+@click.option("--json", "json_out", type=click.Path(), help="Write the results as JSON.")
+@click.option("--csv", "csv_out", type=click.Path(), help="Write the results as CSV.")
+@click.option("--adb", is_flag=True, help="Run on Android devices with TFLite's benchmark_model over adb.")
+@click.option("--serial", multiple=True, help="adb device serial (repeatable; default: all connected).")
+@click.option("--benchmark-binary", type=click.Path(), help="benchmark_model for the device ABI "
+              "(default $MOBILECLS_BENCHMARK_MODEL).")
+@click.option("--use-gpu", is_flag=True, help="adb: --use_gpu.")
+@click.option("--no-xnnpack", is_flag=True, help="adb: run without the XNNPACK delegate.")
+@click.option("--op-profiling", is_flag=True, help="adb: --enable_op_profiling.")
+@click.option("--cpu-mask", help="adb: run under taskset with this CPU mask (e.g. f0).")
+@click.option("--timeout", type=float, default=300, show_default=True, help="adb: seconds per benchmark run.")
+@_library_errors
+def bench(models, threads, runs, warmup, min_seconds, json_out, csv_out, adb, serial, benchmark_binary, use_gpu,
+          no_xnnpack, op_profiling, cpu_mask, timeout):
+    """Latency of .tflite files on this host (LiteRT) or on devices over adb.
+
+    Examples: mobilecls bench a.tflite b.tflite --threads 1,2 --json bench.json
+              mobilecls bench a.tflite --adb --serial emulator-5554 --benchmark-binary ./benchmark_model
+    """
+    from mobilecls.bench import result as results
+
+    if adb:
+        from mobilecls.bench.adb import DeviceError, bench_adb
+
+        try:
+            measured = bench_adb(models, serials=list(serial) or None, threads=threads, binary=benchmark_binary,
+                                 use_xnnpack=not no_xnnpack, use_gpu=use_gpu, op_profiling=op_profiling,
+                                 cpu_mask=cpu_mask, timeout=timeout, num_runs=runs, warmup_runs=warmup)
+        except DeviceError as error:
+            raise click.ClickException(str(error)) from None
+    else:
+        from mobilecls.bench.host import bench_host
+
+        measured = bench_host(models, threads=threads, runs=runs, warmup=warmup, min_seconds=min_seconds)
+    if json_out:
+        results.write_json(measured, json_out)
+    if csv_out:
+        results.write_csv(measured, csv_out)
+    for row in measured:
+        click.echo(row.summary_line())
+
+
+@main.command(name="report")
+@click.argument("results", metavar="RESULT.json...", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--out", "out_dir", default="report", show_default=True, type=click.Path(),
+              help="Folder for table.md and pareto.png.")
+@_library_errors
+def report_command(results, out_dir):
+    """Merge `eval --json` and `bench --json` files into a Markdown table and a Pareto plot.
+
+    Example: mobilecls report runs/*/eval.json bench.json -o report
+    """
+    from mobilecls.report import report
+
+    click.echo(report(results, out_dir), nl=False)
+    click.echo(f"wrote {out_dir}/table.md and {out_dir}/pareto.png")
+
+
 if __name__ == "__main__":
     main()
