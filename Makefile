@@ -12,9 +12,8 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-demo: $(STAMP)  ## the main job (for now: the model zoo with params and MACs)
-	$(BIN)/mobilecls models --input-size 224
-	$(BIN)/mobilecls models --input-size 32 --num-classes 10
+demo: $(STAMP)  ## the main job: the whole pipeline on the built-in synthetic data
+	$(BIN)/mobilecls pipeline --recipe recipes/demo.yaml --out runs/demo
 
 test: $(STAMP)  ## the test suite (what CI runs)
 	$(BIN)/python -m pytest -q

@@ -341,5 +341,28 @@ def report_command(results, out_dir):
     click.echo(f"wrote {out_dir}/table.md and {out_dir}/pareto.png")
 
 
+@main.command()
+@click.option("--recipe", "recipe_path", required=True, type=click.Path(), help="Recipe YAML (see recipes/).")
+@click.option("--set", "assignments", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a recipe value.")
+@click.option("--out", type=click.Path(), help="Pipeline folder (default runs/pipeline-<recipe name>).")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@_library_errors
+def pipeline(recipe_path, assignments, out, quiet):
+    """The main job: fit -> prune -> QAT -> quantize -> eval -> bench -> report (resumable).
+
+    Example: mobilecls pipeline --recipe recipes/demo.yaml --out runs/demo
+    """
+    import os
+
+    from mobilecls import recipes
+    from mobilecls.pipeline import run_pipeline
+
+    recipe = recipes.override(recipes.load(recipe_path), assignments)
+    out = out or os.path.join("runs", "pipeline-" + os.path.splitext(os.path.basename(recipe_path))[0])
+    table = run_pipeline(recipe, out, quiet=quiet)
+    click.echo(table, nl=False)
+    click.echo(f"report: {out}/report/table.md, {out}/report/pareto.png")
+
+
 if __name__ == "__main__":
     main()

@@ -86,6 +86,18 @@ class TrainSection:
 
 
 @dataclasses.dataclass(frozen=True)
+class OptimizeSection:
+    """What `mobilecls pipeline` does after fit: optional pruning, then QAT fine-tuning."""
+
+    prune_sparsity: float | None = None  # e.g. 0.5; None skips pruning
+    prune_epochs: int = 2
+    prune_lr: float = 0.01
+    qat_epochs: int = 1
+    qat_lr: float = 0.001
+    calibration_steps: int = 256
+
+
+@dataclasses.dataclass(frozen=True)
 class Recipe:
     """A whole training recipe."""
 
@@ -95,6 +107,7 @@ class Recipe:
     schedule: ScheduleSection = ScheduleSection()
     augment: AugmentSection = AugmentSection()
     train: TrainSection = TrainSection()
+    optimize: OptimizeSection = OptimizeSection()
 
     def to_dict(self):
         """Plain nested dict (for YAML)."""

@@ -1,0 +1,113 @@
+"""`pipeline`: fit -> prune (if asked) -> QAT -> quantize -> eval -> bench -> report, resumable.
+
+Each stage writes into its own place in the run folder and is skipped when its output is
+already there, so an interrupted pipeline continues where it stopped.
+"""
+
+import os
+
+from mobilecls import recipes
+
+
+def _done(path):
+    return os.path.exists(path)
+
+
+def _log(quiet, message):
+    if not quiet:
+        print(f"[pipeline] {message}", flush=True)
+
+
+def run_pipeline(recipe, out, quiet=False, bench_threads=(1, 2), bench_runs=30):
+    """Run every stage of ``recipe`` into ``out``; returns the report table (Markdown).
+
+    Layout: fit/ (the training run), prune/ and qat/ (optimisation outputs), tflite/*.tflite
+    (fp32, fp16, dynamic, int8_ptq, int8_qat), eval/*.json, bench.json, report/table.md and
+    report/pareto.png.
+    """
+    from mobilecls.evaluate import evaluate
+    from mobilecls.optimize.runs import prune_run, qat_run
+    from mobilecls.quantize import quantize
+
+    if isinstance(recipe, str):
+        recipe = recipes.load(recipe)
+    saved = os.path.join(out, "recipe.yaml")
+    if os.path.isfile(saved):
+        if recipes.load(saved) != recipe:
+            raise ValueError(f"{out} holds a pipeline of another recipe ({saved}); choose another --out")
+    else:
+        os.makedirs(out, exist_ok=True)
+        recipes.save(recipe, saved)
+    data, data_dir = recipe.data.spec, recipe.data.data_dir
+
+    fit_dir = os.path.join(out, "fit")
+    if not _done(os.path.join(fit_dir, "metrics.json")):
+        from mobilecls.train import fit
+
+        resume = os.path.isfile(os.path.join(fit_dir, "recipe.yaml"))
+        _log(quiet, "fit" + (" (resuming)" if resume else ""))
+        fit(recipe, fit_dir, resume=resume, quiet=quiet)
+    float_model = os.path.join(fit_dir, "best.keras")
+
+    source = float_model
+    if recipe.optimize.prune_sparsity:
+        prune_dir = os.path.join(out, "prune")
+        if not _done(os.path.join(prune_dir, "report.json")):
+            _log(quiet, f"prune to {recipe.optimize.prune_sparsity:.0%}")
+            prune_run(float_model, data, prune_dir, sparsity=recipe.optimize.prune_sparsity,
+                      epochs=recipe.optimize.prune_epochs, lr=recipe.optimize.prune_lr, data_dir=data_dir, quiet=quiet)
+        source = os.path.join(prune_dir, "model.keras")
+
+    qat_dir = os.path.join(out, "qat")
+    if not _done(os.path.join(qat_dir, "report.json")):
+        _log(quiet, "quantization-aware training")
+        qat_run(source, data, qat_dir, epochs=recipe.optimize.qat_epochs, lr=recipe.optimize.qat_lr,
+                data_dir=data_dir, quiet=quiet)
+    qat_model = next(os.path.join(qat_dir, name) for name in ("model.h5", "model.keras")
+                     if os.path.isfile(os.path.join(qat_dir, name)))
+
+    exports = {"fp32": (float_model, "fp32", "float32"), "fp16": (float_model, "fp16", "float32"),
+               "dynamic": (float_model, "dynamic", "float32"), "int8_ptq": (float_model, "int8", "int8"),
+               "int8_qat": (qat_model, "int8", "int8")}
+    files = {}
+    for name, (model_path, mode, io) in exports.items():
+        files[name] = os.path.join(out, "tflite", f"{recipe.model.name}_{name}.tflite")
+        if not _done(files[name]):
+            _log(quiet, f"quantize {name}")
+            quantize(model_path, mode, files[name], data=data, data_dir=data_dir, io=io,
+                     calibration_steps=recipe.optimize.calibration_steps,
+                     class_names=_class_names(fit_dir))
+
+    results = []
+    for name, path in files.items():
+        result = os.path.join(out, "eval", f"{name}.json")
+        if not _done(result):
+            _log(quiet, f"eval {name}")
+            _write_json(result, evaluate(path, data, data_dir=data_dir))
+        results.append(result)
+    bench_file = os.path.join(out, "bench.json")
+    if not _done(bench_file):
+        from mobilecls.bench.host import bench_host
+        from mobilecls.bench.result import write_json
+
+        _log(quiet, "bench")
+        write_json(bench_host(list(files.values()), threads=bench_threads, runs=bench_runs), bench_file)
+    from mobilecls.report import report
+
+    _log(quiet, "report")
+    return report([*results, bench_file], os.path.join(out, "report"))
+
+
+def _class_names(fit_dir):
+    import json
+
+    with open(os.path.join(fit_dir, "classes.json"), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _write_json(path, values):
+    import json
+
+    from mobilecls.quantize import write_atomically
+
+    write_atomically(path, json.dumps(values, indent=2).encode("utf-8"))

@@ -1,0 +1,57 @@
+"""`mobilecls pipeline`: every stage's output, and a second run that redoes nothing."""
+
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from mobilecls import recipes
+from mobilecls.cli import main
+
+TINY = recipes.from_dict({
+    "model": {"name": "shufflenet_v2", "width": 0.5},
+    "data": {"spec": "synthetic"},
+    "optimizer": {"lr": 0.05},
+    "schedule": {"name": "constant"},
+    "train": {"epochs": 1, "seed": 1},
+    "optimize": {"prune_sparsity": 0.5, "prune_epochs": 1, "qat_epochs": 1, "calibration_steps": 40},
+})
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    from mobilecls.pipeline import run_pipeline
+
+    out = str(tmp_path_factory.mktemp("pipe") / "run")
+    return out, run_pipeline(TINY, out, quiet=True, bench_threads=(1,), bench_runs=3)
+
+
+def test_every_stage_leaves_its_output(finished):
+    out, table = finished
+    for path in ("fit/best.keras", "fit/metrics.json", "prune/model.keras", "qat/model.h5", "bench.json",
+                 "report/table.md", "report/pareto.png", "recipe.yaml"):
+        assert os.path.isfile(os.path.join(out, path)), path
+    exported = sorted(os.listdir(os.path.join(out, "tflite")))
+    assert exported == [f"shufflenet_v2_{name}.tflite" for name in ("dynamic", "fp16", "fp32", "int8_ptq", "int8_qat")]
+    assert sorted(os.listdir(os.path.join(out, "eval"))) == sorted(
+        f"{name}.json" for name in ("dynamic", "fp16", "fp32", "int8_ptq", "int8_qat"))
+    assert table.count("\n") == 2 + 5 and "p50 ms host ×1" in table
+
+
+def test_a_second_run_redoes_no_stage(finished):
+    from mobilecls.pipeline import run_pipeline
+
+    out, _ = finished
+    stamps = {path: os.path.getmtime(os.path.join(out, path))
+              for path in ("fit/best.keras", "qat/model.h5", "tflite/shufflenet_v2_int8_qat.tflite", "bench.json")}
+    run_pipeline(TINY, out, quiet=True, bench_threads=(1,), bench_runs=3)
+    assert {path: os.path.getmtime(os.path.join(out, path)) for path in stamps} == stamps
+
+
+def test_another_recipe_in_the_same_folder_is_refused(finished):
+    out, _ = finished
+    other = recipes.replace(TINY, train={"epochs": 2})
+    recipe_file = os.path.join(os.path.dirname(out), "other.yaml")
+    recipes.save(other, recipe_file)
+    result = CliRunner().invoke(main, ["pipeline", "--recipe", recipe_file, "--out", out])
+    assert result.exit_code == 2 and "holds a pipeline of another recipe" in result.output
