@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all lint bench-latency clean
+.PHONY: demo test test-slow lint bench-latency clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,9 +15,12 @@ $(STAMP): setup.cfg pyproject.toml
 demo: $(STAMP)  ## the main job: the whole pipeline on the built-in synthetic data
 	$(BIN)/mobilecls pipeline --recipe recipes/demo.yaml --out runs/demo
 
-test: $(STAMP)  ## the test suite (what CI runs)
-	$(BIN)/python -m pytest -q
+test: $(STAMP)  ## the test suite without the tests marked slow (CI runs both)
+	$(BIN)/python -m pytest -q -m "not slow"
 	$(BIN)/ruff check mobilecls tests benchmarks
+
+test-slow: $(STAMP)  ## the slow tests: the whole pipeline, tf.distribute strategies
+	$(BIN)/python -m pytest -q -m slow
 
 lint: $(STAMP)
 	$(BIN)/ruff check mobilecls tests benchmarks

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 FIT = [sys.executable, "-m", "mobilecls.cli", "fit", "--model", "shufflenet_v2", "--set", "model.width=0.5",
        "--set", "schedule.name=constant", "--set", "optimizer.lr=0.02", "--epochs", "1", "--quiet"]
 
@@ -35,7 +37,6 @@ def test_mirrored_strategy_trains_on_two_logical_cpu_devices(tmp_path):
     assert (out / "best.keras").is_file() and metrics["val"]["samples"] == 500
 
 
-@pytest.mark.slow
 def test_two_multiworker_processes_each_produce_a_model(tmp_path):
     ports = [_free_port(), _free_port()]
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}

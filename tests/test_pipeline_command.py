@@ -8,6 +8,8 @@ from click.testing import CliRunner
 from mobilecls import recipes
 from mobilecls.cli import main
 
+pytestmark = pytest.mark.slow
+
 TINY = recipes.from_dict({
     "model": {"name": "shufflenet_v2", "width": 0.5},
     "data": {"spec": "synthetic"},
