@@ -208,9 +208,9 @@ def evaluate(model_paths, data, data_dir, split, compare, json_out):
                    f"{result['accuracy']:.4f}, top-5 {result['top5']:.4f}, precision {result['precision']:.4f}, "
                    f"recall {result['recall']:.4f}, F1 {result['f1']:.4f}, {result['images_per_sec']:.0f} images/s")
     if json_out:
-        from mobilecls.quantize import write_atomically
+        from mobilecls.files import write_atomically
 
-        write_atomically(json_out, json.dumps(result, indent=2).encode("utf-8"))
+        write_atomically(json_out, json.dumps(result, indent=2))
     click.echo(summary)
 
 

@@ -26,6 +26,7 @@ def run_pipeline(recipe, out, quiet=False, bench_threads=(1, 2), bench_runs=30):
     report/pareto.png.
     """
     from mobilecls.evaluate import evaluate
+    from mobilecls.files import write_json
     from mobilecls.optimize.runs import prune_run, qat_run
     from mobilecls.quantize import quantize
 
@@ -83,7 +84,7 @@ def run_pipeline(recipe, out, quiet=False, bench_threads=(1, 2), bench_runs=30):
         result = os.path.join(out, "eval", f"{name}.json")
         if not _done(result):
             _log(quiet, f"eval {name}")
-            _write_json(result, evaluate(path, data, data_dir=data_dir))
+            write_json(result, evaluate(path, data, data_dir=data_dir))
         results.append(result)
     bench_file = os.path.join(out, "bench.json")
     if not _done(bench_file):
@@ -103,11 +104,3 @@ def _class_names(fit_dir):
 
     with open(os.path.join(fit_dir, "classes.json"), encoding="utf-8") as handle:
         return json.load(handle)
-
-
-def _write_json(path, values):
-    import json
-
-    from mobilecls.quantize import write_atomically
-
-    write_atomically(path, json.dumps(values, indent=2).encode("utf-8"))

@@ -2,11 +2,11 @@
 
 import json
 import os
-import tempfile
 
 import numpy as np
 
 from mobilecls.convert import check_graph, inspect_tflite, is_qat_model, to_tflite, with_metadata
+from mobilecls.files import write_atomically
 
 
 def load_keras_model(path):
@@ -54,15 +54,6 @@ def _check_images_fit(model, images, source):
     if tuple(images.shape[1:]) != expected:
         raise ValueError(f"calibration images from {source} are {images.shape[1]}x{images.shape[2]}x"
                          f"{images.shape[3]}; the model expects {expected[0]}x{expected[1]}x{expected[2]}")
-
-
-def write_atomically(path, content):
-    """Write bytes to ``path`` through a temporary file in the same folder (never half-written)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=directory, suffix=".tmp", delete=False) as handle:
-        handle.write(content)
-    os.replace(handle.name, path)
 
 
 def quantize(model_path, mode, out, data=None, calibration_steps=256, io="float32", class_names=None,

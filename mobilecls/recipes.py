@@ -7,7 +7,6 @@ work). An unknown section or key is an error that lists the valid ones.
 
 import dataclasses
 import os
-import tempfile
 import typing
 
 import yaml
@@ -246,7 +245,6 @@ def replace(recipe, **sections):
 
 def save(recipe, path):
     """Write ``recipe`` as YAML atomically (a temporary file renamed into place)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".tmp", delete=False, encoding="utf-8") as handle:
-        yaml.safe_dump(recipe.to_dict(), handle, sort_keys=False)
-    os.replace(handle.name, path)
+    from mobilecls.files import write_atomically
+
+    write_atomically(path, yaml.safe_dump(recipe.to_dict(), sort_keys=False))

@@ -13,6 +13,7 @@ from mobilecls import recipes
 from mobilecls._tf import keras, tf
 from mobilecls.data import load as load_data
 from mobilecls.data.pipeline import evaluation_batches, training_batches
+from mobilecls.files import write_json
 from mobilecls.metrics import classification_metrics
 from mobilecls.models import build_model
 
@@ -273,7 +274,7 @@ def fit(recipe, out, resume=False, quiet=False, strategy="default"):
             part = data.splits[split]
             metrics[split] = classification_metrics(part.labels, _predict(best, part.images, 256),
                                                     data.class_names)
-    _write_json(os.path.join(out, "metrics.json"), metrics)
+    write_json(os.path.join(out, "metrics.json"), metrics)
     from mobilecls.plots import plot_confusion, plot_curves
 
     plot_curves(history_path, os.path.join(out, "curves.png"))
@@ -289,10 +290,3 @@ def _best_val_accuracy(history_path):
     with open(history_path, encoding="utf-8") as handle:
         values = [float(row["val_accuracy"]) for row in csv.DictReader(handle) if row.get("val_accuracy")]
     return max(values) if values else None
-
-
-def _write_json(path, values):
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(values, handle, indent=2)
-    os.replace(temporary, path)

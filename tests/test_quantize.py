@@ -102,3 +102,15 @@ def test_class_names_that_do_not_match_the_outputs_are_refused(tmp_path):
 def test_read_metadata_refuses_a_non_tflite_file():
     with pytest.raises(ValueError, match="not a TFLite file"):
         read_metadata(b"PK\x03\x04 a zip")
+
+
+def test_written_files_get_normal_permissions_not_the_temp_files_0600(tmp_path):
+    import os
+
+    from mobilecls.files import write_atomically
+
+    write_atomically(tmp_path / "a.json", "{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(tmp_path / "a.json").st_mode & 0o777 == 0o666 & ~mask
+    assert os.listdir(tmp_path) == ["a.json"]

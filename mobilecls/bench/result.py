@@ -1,14 +1,14 @@
 """``BenchResult``: one model's latency on one device and thread count, and its JSON / CSV files."""
 
-import contextlib
 import csv
 import dataclasses
 import io
 import json
 import os
-import tempfile
 
 import numpy as np
+
+from mobilecls.files import write_atomically
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +132,7 @@ def _columns():
 
 def write_json(results, path):
     """Write ``results`` (BenchResults) to ``path`` as a JSON list, atomically."""
-    _write_atomically(path, json.dumps([result.to_dict() for result in results], indent=2) + "\n")
+    write_atomically(path, json.dumps([result.to_dict() for result in results], indent=2) + "\n")
 
 
 def read_json(path):
@@ -153,7 +153,7 @@ def write_csv(results, path):
         row = result.to_dict()
         row.update({name: json.dumps(row[name], sort_keys=True) for name in _JSON_COLUMNS})
         writer.writerow({name: "" if value is None else value for name, value in row.items()})
-    _write_atomically(path, buffer.getvalue())
+    write_atomically(path, buffer.getvalue())
 
 
 def read_csv(path):
@@ -171,18 +171,3 @@ def _cell(name, text):
     if text == "":
         return None
     return int(text) if name in _INT_COLUMNS else float(text)
-
-
-def _write_atomically(path, text):
-    """Write ``text`` through a temporary file in the same folder, so ``path`` is never half-written."""
-    directory = os.path.dirname(os.path.abspath(path))
-    handle = tempfile.NamedTemporaryFile("w", dir=directory, prefix=".bench-", suffix=".tmp", delete=False,
-                                         encoding="utf-8", newline="")
-    try:
-        with handle:
-            handle.write(text)
-        os.replace(handle.name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(handle.name)
-        raise
