@@ -36,3 +36,19 @@ def write_atomically(path, content):
 def write_json(path, values):
     """``write_atomically`` of ``values`` as indented JSON."""
     write_atomically(path, json.dumps(values, indent=2))
+
+
+def read_tflite(path):
+    """The bytes of a .tflite file.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is not a TFLite flatbuffer (no TFL3 identifier).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model file not found: {path}")
+    with open(path, "rb") as handle:
+        content = handle.read()
+    if len(content) < 8 or content[4:8] != b"TFL3":
+        raise ValueError(f"{path} is not a TFLite file (no TFL3 identifier)")
+    return content

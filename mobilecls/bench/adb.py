@@ -23,6 +23,7 @@ import subprocess
 
 from mobilecls.bench.parse import parse_benchmark_output
 from mobilecls.bench.result import BenchResult
+from mobilecls.files import read_tflite
 
 BINARY_ENV = "MOBILECLS_BENCHMARK_MODEL"
 DEFAULT_DEVICE_DIR = "/data/local/tmp/mobilecls"
@@ -258,16 +259,7 @@ def _read_models(models):
     paths = [os.fspath(path) for path in ([models] if isinstance(models, str | os.PathLike) else models)]
     if not paths:
         raise ValueError("models must name at least one .tflite file, got none")
-    contents = []
-    for path in paths:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"model file not found: {path}")
-        with open(path, "rb") as handle:
-            content = handle.read()
-        if len(content) < 8 or content[4:8] != b"TFL3":
-            raise ValueError(f"{path} is not a TFLite file (no TFL3 identifier)")
-        contents.append(content)
-    return paths, contents
+    return paths, [read_tflite(path) for path in paths]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,6 +9,7 @@ import time
 import numpy as np
 
 from mobilecls.bench.result import BenchResult
+from mobilecls.files import read_tflite
 
 
 def bench_host(paths, threads=(1,), runs=50, warmup=5, min_seconds=0.0, interleave=True):
@@ -47,7 +48,7 @@ def bench_host(paths, threads=(1,), runs=50, warmup=5, min_seconds=0.0, interlea
     paths = [os.fspath(path) for path in ([paths] if isinstance(paths, str | os.PathLike) else paths)]
     threads = (threads,) if isinstance(threads, numbers.Integral) else tuple(threads)
     _check_arguments(paths, threads, runs, warmup, min_seconds)
-    contents = [_read_tflite(path) for path in paths]
+    contents = [read_tflite(path) for path in paths]
     extra = _host_info(interleave, warmup, min_seconds)
     results = []
     for count in threads:
@@ -80,15 +81,6 @@ def _check_arguments(paths, threads, runs, warmup, min_seconds):
     if not min_seconds >= 0:
         raise ValueError(f"min_seconds must be >= 0, got {min_seconds!r}")
 
-
-def _read_tflite(path):
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"model file not found: {path}")
-    with open(path, "rb") as handle:
-        content = handle.read()
-    if len(content) < 8 or content[4:8] != b"TFL3":
-        raise ValueError(f"{path} is not a TFLite file (no TFL3 identifier)")
-    return content
 
 
 def _host_info(interleave, warmup, min_seconds):
