@@ -254,7 +254,7 @@ def prune_command(model_path, data, data_dir, epochs, lr, batch_size, out, quiet
 
 
 @main.command(name="qat")
-@_fine_tune_options(epochs=3, lr=0.001)
+@_fine_tune_options(epochs=1, lr=1e-4)
 @_library_errors
 def qat_command(model_path, data, data_dir, epochs, lr, batch_size, out, quiet):
     """Quantization-aware fine-tuning (tfmot, 8-bit; sparsity-preserving for pruned models).

@@ -93,7 +93,7 @@ def prune_run(model_path, data, out, sparsity=0.5, schedule="polynomial", struct
     return report
 
 
-def qat_run(model_path, data, out, epochs=3, lr=0.001, batch_size=128, data_dir=None, quiet=True):
+def qat_run(model_path, data, out, epochs=1, lr=1e-4, batch_size=128, data_dir=None, quiet=True):
     """Quantization-aware fine-tuning of a .keras model into ``out`` (model.h5 is the QAT model).
 
     A pruned model (>= 30 % zero weights) uses tfmot's sparsity-preserving scheme.
