@@ -20,12 +20,12 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import tensorflow as tf  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
 import tf_keras as keras  # noqa: E402
-from ai_edge_litert.interpreter import Interpreter  # noqa: E402
+from ai_edge_litert.interpreter import Interpreter, OpResolverType  # noqa: E402
 from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # noqa: E402
     default_8bit_quantize_registry as _registry,
 )
 
-__all__ = ["tf", "keras", "tfmot", "Interpreter"]
+__all__ = ["tf", "keras", "tfmot", "Interpreter", "OpResolverType"]
 
 _QUANTIZE_ATTR = "mobilecls_quantize_output"
 

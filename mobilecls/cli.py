@@ -160,21 +160,44 @@ def fit(recipe_path, assignments, model, data, data_dir, epochs, batch_size, see
 @click.option("--io", type=click.Choice(["float32", "int8", "uint8"]), default="float32", show_default=True,
               help="Input/output type of integer models.")
 @click.option("-o", "--out", "out", type=click.Path(), help="Output .tflite (default: beside the model).")
+@click.option("--report", is_flag=True,
+              help="With --int8 from a float model: per-layer PTQ error, the worst layers, and the accuracy "
+                   "with them kept in float (written to OUT_report.json).")
 @_library_errors
-def quantize(model_path, mode, data, data_dir, calibration_steps, io, out):
+def quantize(model_path, mode, data, data_dir, calibration_steps, io, out, report):
     """Convert a .keras model to a checked .tflite file (static batch 1, class names inside).
 
-    Example: mobilecls quantize runs/demo/best.keras --int8 --data synthetic --io int8
+    Example: mobilecls quantize runs/demo/best.keras --int8 --data synthetic --io int8 --report
     """
     import os
 
     from mobilecls.quantize import quantize as quantize_model
 
+    if report and (mode != "int8" or not data):
+        raise click.UsageError("--report needs --int8 and --data (it debugs post-training quantization)")
     out = out or os.path.splitext(model_path)[0] + f"_{mode}.tflite"
-    report, _ = quantize_model(model_path, mode, out, data=data, calibration_steps=calibration_steps, io=io,
-                               data_dir=data_dir)
-    click.echo(f"{out}: {mode}, {os.path.getsize(out) / 1e6:.2f} MB, input {report.input_shape} "
-               f"{report.input_dtype}, {len(report.ops)} ops, {report.partitions} XNNPACK partition(s)")
+    graph, _ = quantize_model(model_path, mode, out, data=data, calibration_steps=calibration_steps, io=io,
+                              data_dir=data_dir)
+    click.echo(f"{out}: {mode}, {os.path.getsize(out) / 1e6:.2f} MB, input {graph.input_shape} "
+               f"{graph.input_dtype}, {len(graph.ops)} ops, {graph.partitions} XNNPACK partition(s)")
+    if report:
+        _quantization_report(model_path, data, data_dir, calibration_steps, os.path.splitext(out)[0] + "_report.json")
+
+
+def _quantization_report(model_path, data, data_dir, calibration_steps, json_out):
+    from mobilecls.files import write_json
+    from mobilecls.quantize import ptq_report
+
+    result = ptq_report(model_path, data, calibration_steps=calibration_steps, data_dir=data_dir)
+    write_json(json_out, result)
+    by_tensor = {row["tensor"]: row for row in result["layers"]}
+    click.echo(f"per-layer PTQ error (RMSE / scale; rounding alone gives {result['rounding_noise']:.2f}), worst:")
+    for tensor in result["worst"]:
+        row = by_tensor[tensor]
+        click.echo(f"  {row['rmse_over_scale']:8.3f}  {row['op']:<18} {row['layer']}")
+    accuracy = result["accuracy"]
+    click.echo(f"{result['split']} accuracy: float {accuracy['float']:.4f}, int8 {accuracy['int8']:.4f}, int8 with "
+               f"those {len(result['worst'])} in float {accuracy['int8_worst_in_float']:.4f} ({json_out})")
 
 
 @main.command(name="eval")
@@ -202,6 +225,11 @@ def evaluate(model_paths, data, data_dir, split, compare, json_out):
                    f"largest output difference {result['max_abs_difference']:.4g} "
                    f"(image {result['worst_image_index']}), mean {result['mean_abs_difference']:.4g}; "
                    f"accuracy {result['accuracy'][0]:.4f} vs {result['accuracy'][1]:.4f}")
+        divergence = result["divergence"]
+        summary += ("\nno layer diverges" if divergence["first_divergent_layer"] is None else
+                    f"\nfirst diverging layer: {divergence['first_divergent_layer']} (relative error "
+                    f"{divergence['first_divergent_error']:.3f} > {divergence['tolerance']})")
+        summary += f" over {len(divergence['layers'])} matched layers"
     else:
         result = evaluation.evaluate(model_paths[0], data, split=split, data_dir=data_dir)
         summary = (f"{model_paths[0]} on {data} [{split}, {result['samples']} images]: accuracy "
@@ -237,8 +265,12 @@ def _fine_tune_options(epochs, lr):
 @click.option("--sparsity", type=float, default=0.5, show_default=True, help="Target fraction of zero weights.")
 @click.option("--schedule", type=click.Choice(["polynomial", "constant"]), default="polynomial", show_default=True)
 @click.option("--structured", metavar="N:M", help="Block sparsity, e.g. 2:4.")
+@click.option("--policy", type=click.Choice(["all", "xnnpack"]), default="all", show_default=True,
+              help="xnnpack: prune only 1x1 convs of a model XNNPACK can run sparse (PruneForLatencyOnXNNPack), "
+                   "write a sparse fp32 .tflite and measure whether it runs faster.")
 @_library_errors
-def prune_command(model_path, data, data_dir, epochs, lr, batch_size, out, quiet, sparsity, schedule, structured):
+def prune_command(model_path, data, data_dir, epochs, lr, batch_size, out, quiet, sparsity, schedule, structured,
+                  policy):
     """Magnitude pruning (tfmot) + fine-tuning; writes the pruned model and its sparsity.
 
     Example: mobilecls prune runs/demo/best.keras --data synthetic --sparsity 0.5 --out runs/demo-pruned
@@ -246,11 +278,18 @@ def prune_command(model_path, data, data_dir, epochs, lr, batch_size, out, quiet
     from mobilecls.optimize.runs import prune_run
 
     report = prune_run(model_path, data, out, sparsity=sparsity, schedule=schedule, structured=structured,
-                       epochs=epochs, lr=lr, batch_size=batch_size, data_dir=data_dir, quiet=quiet)
+                       epochs=epochs, lr=lr, batch_size=batch_size, data_dir=data_dir, quiet=quiet, policy=policy)
     gz = report["tflite_fp32_gzip_bytes"]
     click.echo(f"{out}: sparsity {report['sparsity']:.3f}, val accuracy {report['val_accuracy_before']:.4f} -> "
                f"{report['val_accuracy_after']:.4f}, gzip .tflite {gz['before'] / 1e6:.2f} -> "
                f"{gz['after'] / 1e6:.2f} MB")
+    if report["xnnpack_sparse_qualifies"] and policy != "xnnpack":
+        click.echo("this model qualifies for XNNPACK sparse inference: try --policy xnnpack --sparsity 0.75")
+    if "xnnpack_sparse" in report:
+        sparse = report["xnnpack_sparse"]
+        click.echo(f"XNNPACK sparse inference: 1x1 convs {sparse['pointwise_sparsity']:.0%} zeros, p50 "
+                   f"{sparse['dense_p50_ms']:.3f} ms dense -> {sparse['sparse_p50_ms']:.3f} ms sparse "
+                   f"({sparse['speedup']:.2f}x), {out}/model_sparse_fp32.tflite")
 
 
 @main.command(name="qat")

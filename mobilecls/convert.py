@@ -44,8 +44,8 @@ def _allow_qat_without_calibration(converter):
     converter._save_conversion_params_metric = save_metric_with_graph
 
 
-def to_tflite(model, mode="fp32", calibration=None, io="float32"):
-    """Convert a Keras model to a TFLite flatbuffer with a static batch of 1.
+def make_converter(model, mode="fp32", calibration=None, io="float32", sparse=False):
+    """A configured ``TFLiteConverter`` for ``model`` behind a static batch of 1.
 
     Args:
         model: a tf_keras model taking RGB pixels 0..255 (float or QAT).
@@ -55,9 +55,8 @@ def to_tflite(model, mode="fp32", calibration=None, io="float32"):
             (N, H, W, 3) in 0..255; not needed for a QAT model.
         io: input/output type of int8 and int16x8 models: float32, int8 or uint8 (int16x8:
             float32 or int16 is what the converter supports; int8/uint8 are refused).
-
-    Returns:
-        The .tflite file content as bytes.
+        sparse: store pruned weights in TFLite's sparse format (DENSIFY ops), which XNNPACK's
+            sparse inference needs (fp32 / fp16 only).
 
     Raises:
         ValueError: unknown mode or io, or calibration missing where it is needed.
@@ -74,10 +73,14 @@ def to_tflite(model, mode="fp32", calibration=None, io="float32"):
         raise ValueError(f"io={io} needs an integer mode (int8 or int16x8), got mode={mode}")
     if mode == "int16x8" and io != "float32":
         raise ValueError("int16x8 models take float32 input and output")
+    if sparse and mode not in ("fp32", "fp16"):
+        raise ValueError(f"sparse storage is for fp32 and fp16 files (XNNPACK sparse inference), got mode={mode}")
 
     converter = tf.lite.TFLiteConverter.from_keras_model(_static_batch(model))
     if mode != "fp32" or qat:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if sparse:
+        converter.optimizations = [*converter.optimizations, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     if mode == "fp16":
         converter.target_spec.supported_types = [tf.float16]
     if integer:
@@ -92,7 +95,28 @@ def to_tflite(model, mode="fp32", calibration=None, io="float32"):
             if mode == "int16x8" else tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if io != "float32":
             converter.inference_input_type = converter.inference_output_type = getattr(tf, io)
-    return converter.convert()
+    return converter
+
+
+def to_tflite(model, mode="fp32", calibration=None, io="float32", sparse=False):
+    """Convert a Keras model to a TFLite flatbuffer with a static batch of 1 (see ``make_converter``).
+
+    Returns:
+        The .tflite file content as bytes.
+    """
+    return make_converter(model, mode, calibration, io, sparse).convert()
+
+
+def layer_of_tensor(tensor_name):
+    """The Keras layer behind a converted tensor's name, or None when the name has none.
+
+    "model/model/block_1_relu6/Relu6;model/model/block_1/Conv2D" -> "block_1_relu6": the first
+    of the fused names is the op that produced the tensor; tfmot's "quant_" prefix is dropped.
+    Graph inputs and outputs ("serving_default_pixels:0", "StatefulPartitionedCall:0") and
+    converter-made tensors ("tfl.quantize") carry no layer.
+    """
+    parts = tensor_name.split(";")[0].split("/")
+    return parts[-2].removeprefix("quant_") if len(parts) >= 2 else None
 
 
 @dataclasses.dataclass(frozen=True)

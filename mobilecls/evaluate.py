@@ -111,12 +111,21 @@ def evaluate(model_path, data, split="val", data_dir=None, dataset=None):
     seconds = time.perf_counter() - started
     metrics = classification_metrics(part.labels, scores, dataset.class_names)
     metrics.update({"model": os.path.basename(model_path), "data": data, "split": split,
-                    "images_per_sec": len(part.images) / seconds, "size_bytes": os.path.getsize(model_path)})
+                    "images_per_sec": len(part.images) / seconds, "size_bytes": os.path.getsize(model_path),
+                    "gzip_bytes": _gzip_size(model_path)})
     return metrics
 
 
-def compare(first_path, second_path, data, split="val", data_dir=None, dataset=None):
-    """Top-1 agreement and output differences of two models on the same images.
+def _gzip_size(path):
+    from mobilecls.files import gzip_size
+
+    with open(path, "rb") as handle:
+        return gzip_size(handle.read())
+
+
+def compare(first_path, second_path, data, split="val", data_dir=None, dataset=None, probes=8):
+    """Top-1 agreement and output differences of two models on the same images, and the first
+    layer whose outputs diverge (compared on the ``probes`` images where the outputs differ most).
 
     Typical use: a QAT Keras model against its int8 .tflite, or a float file against its fp16 one.
     Scores are compared as the models give them (logits; quantized outputs dequantized).
@@ -141,7 +150,22 @@ def compare(first_path, second_path, data, split="val", data_dir=None, dataset=N
         raise ValueError(f"{first_path} gives {first.shape[1]} scores per image, {second_path} {second.shape[1]}")
     difference = np.abs(first - second)
     worst = int(difference.max(axis=1).argmax())
-    return {"samples": int(len(images)), "top1_agreement": float(np.mean(first.argmax(1) == second.argmax(1))),
-            "max_abs_difference": float(difference.max()), "mean_abs_difference": float(difference.mean()),
-            "worst_image_index": worst, "accuracy": [float(np.mean(s.argmax(1) == labels)) for s in scores],
-            "models": [first_path, second_path], "data": data, "split": split}
+    result = {"samples": int(len(images)), "top1_agreement": float(np.mean(first.argmax(1) == second.argmax(1))),
+              "max_abs_difference": float(difference.max()), "mean_abs_difference": float(difference.mean()),
+              "worst_image_index": worst, "accuracy": [float(np.mean(s.argmax(1) == labels)) for s in scores],
+              "models": [first_path, second_path], "data": data, "split": split}
+    result["divergence"] = _divergence(first_path, second_path, images, first, second, probes)
+    return result
+
+
+def _divergence(first_path, second_path, images, first, second, probes):
+    """Layer-by-layer comparison on the ``probes`` images where the outputs differ most
+    (those with a different top-1 first)."""
+    from mobilecls.divergence import first_divergence, layer_outputs
+
+    disagree = first.argmax(1) != second.argmax(1)
+    order = np.lexsort((-np.abs(first - second).max(axis=1), ~disagree))[:probes]
+    probe = images[np.sort(order)]
+    divergence = first_divergence(layer_outputs(first_path, probe), layer_outputs(second_path, probe))
+    divergence["images"] = [int(index) for index in np.sort(order)]
+    return divergence

@@ -1,6 +1,7 @@
 """Atomic file writes: a temporary file in the same folder, renamed into place."""
 
 import contextlib
+import gzip
 import json
 import os
 import tempfile
@@ -52,3 +53,8 @@ def read_tflite(path):
     if len(content) < 8 or content[4:8] != b"TFL3":
         raise ValueError(f"{path} is not a TFLite file (no TFL3 identifier)")
     return content
+
+
+def gzip_size(content):
+    """Bytes of ``content`` after gzip -9 (what a file costs to download and store compressed)."""
+    return len(gzip.compress(bytes(content), compresslevel=9, mtime=0))

@@ -104,3 +104,28 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io="float3
     content = with_metadata(content, metadata)
     write_atomically(out, content)
     return report, metadata
+
+
+def ptq_report(model_path, data, calibration_steps=256, debug_steps=64, worst=5, split="val", data_dir=None):
+    """Where post-training int8 quantization of a float model loses accuracy (see quantize_debug).
+
+    Raises:
+        ValueError: a QAT model (it has no post-training step to debug), a missing split, or
+            images that do not fit the model.
+    """
+    from mobilecls.data import load
+    from mobilecls.quantize_debug import quantization_report
+
+    model = load_keras_model(model_path)
+    if is_qat_model(model):
+        raise ValueError(f"{model_path} is a QAT model; --report measures post-training quantization of a float model")
+    dataset = load(data, data_dir=data_dir)
+    if split not in dataset.splits:
+        raise ValueError(f"split {split!r} not in {data}; it has: {', '.join(sorted(dataset.splits))}")
+    calibration = calibration_images(dataset, calibration_steps)
+    _check_images_fit(model, calibration, data)
+    part = dataset.splits[split]
+    report = quantization_report(model, calibration, calibration_images(dataset, debug_steps, seed=1),
+                                 part.images, part.labels, worst=worst)
+    report.update({"model": os.path.basename(model_path), "data": data, "split": split})
+    return report

@@ -23,10 +23,11 @@ class ModelSection:
     separable: bool | None = None  # mobilenet_v1 ablation
     shuffle: bool | None = None    # shufflenet ablation
     groups: int | None = None      # shufflenet_v1
+    explicit_padding: bool | None = None  # mobilenet_v1/v2: XNNPACK sparse-inference compatible padding
 
     def builder_kwargs(self, input_size, num_classes):
         """Keywords for ``build_model``: the set ones plus input size and classes."""
-        optional = {key: getattr(self, key) for key in ("separable", "shuffle", "groups")}
+        optional = {key: getattr(self, key) for key in ("separable", "shuffle", "groups", "explicit_padding")}
         return {"width": self.width, "dropout": self.dropout, "input_size": self.input_size or input_size,
                 "num_classes": num_classes, **{k: v for k, v in optional.items() if v is not None}}
 
@@ -44,7 +45,8 @@ class DataSection:
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerSection:
-    """SGD (momentum, nesterov) or AdamW; weight decay skips BatchNorm parameters and biases."""
+    """SGD (momentum, nesterov), RMSprop (momentum) or AdamW; weight decay skips BatchNorm
+    parameters and biases."""
 
     name: str = "sgd"
     lr: float = 0.1
@@ -55,7 +57,8 @@ class OptimizerSection:
 
 @dataclasses.dataclass(frozen=True)
 class ScheduleSection:
-    """Learning-rate schedule: constant, step (x factor every N epochs), cosine or onecycle."""
+    """Learning-rate schedule: constant, step (x factor every N epochs), linear (to
+    final_lr_fraction), cosine or onecycle."""
 
     name: str = "cosine"
     warmup_epochs: float = 0.0
@@ -114,8 +117,8 @@ class Recipe:
 
 
 _CHOICES = {
-    ("optimizer", "name"): ("sgd", "adamw"),
-    ("schedule", "name"): ("constant", "step", "cosine", "onecycle"),
+    ("optimizer", "name"): ("sgd", "rmsprop", "adamw"),
+    ("schedule", "name"): ("constant", "step", "linear", "cosine", "onecycle"),
     ("train", "mixed_precision"): (None, "mixed_bfloat16"),
 }
 

@@ -41,10 +41,11 @@ class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
             decayed = tf.constant(self.peak)
         elif self.name == "step":
             decayed = self.peak * self.step_factor ** tf.floor(step / self.step_every)
-        else:  # cosine and onecycle: half a cosine from the peak to final_fraction * peak
+        else:  # linear, cosine and onecycle: from the peak down to final_fraction * peak
             progress = tf.minimum(after / span, 1.0)
             floor = self.final_fraction * self.peak
-            decayed = floor + (self.peak - floor) * 0.5 * (1.0 + tf.cos(math.pi * progress))
+            shape = 1.0 - progress if self.name == "linear" else 0.5 * (1.0 + tf.cos(math.pi * progress))
+            decayed = floor + (self.peak - floor) * shape
         if self.warmup_steps:
             start = self.peak / 25.0 if self.name == "onecycle" else 0.0
             ramp = start + (self.peak - start) * step / warmup
@@ -68,12 +69,15 @@ def learning_rate(recipe, steps_per_epoch):
 
 
 def make_optimizer(recipe, steps_per_epoch):
-    """SGD or AdamW with the schedule; weight decay skips BatchNorm parameters and biases."""
+    """SGD, RMSprop or AdamW with the schedule; weight decay skips BatchNorm parameters and biases."""
     section = recipe.optimizer
     rate = learning_rate(recipe, steps_per_epoch)
     if section.name == "sgd":
         optimizer = keras.optimizers.SGD(rate, momentum=section.momentum, nesterov=section.nesterov,
                                          weight_decay=section.weight_decay or None)
+    elif section.name == "rmsprop":  # as the MobileNet papers (TF-slim): decay 0.9, epsilon 1.0
+        optimizer = keras.optimizers.RMSprop(rate, rho=0.9, momentum=section.momentum, epsilon=1.0,
+                                             weight_decay=section.weight_decay or None)
     else:
         optimizer = keras.optimizers.AdamW(rate, weight_decay=section.weight_decay)
     optimizer.exclude_from_weight_decay(var_names=["_bn", "bias", "gamma", "beta"])

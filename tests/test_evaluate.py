@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from mobilecls.cli import main
 from mobilecls.data import load
-from mobilecls.evaluate import TFLiteClassifier, evaluate, predict_tflite
+from mobilecls.evaluate import TFLiteClassifier, compare, evaluate, predict_tflite
 from mobilecls.models import build_model
 
 
@@ -90,3 +90,35 @@ def test_compare_reports_agreement_and_differences(files, tmp_path):
     assert compared["accuracy"][0] == pytest.approx(compared["accuracy"][1], abs=0.01)
     result = CliRunner().invoke(main, ["eval", "--compare", str(folder / "best.keras"), "--data", "synthetic"])
     assert result.exit_code == 2 and "--compare takes exactly two models" in result.output
+
+
+def test_compare_finds_no_diverging_layer_between_a_model_and_its_fp32_file(files):
+    folder, data = files
+    result = compare(str(folder / "best.keras"), str(folder / "fp32.tflite"), "synthetic", dataset=data)
+    divergence = result["divergence"]
+    assert divergence["first_divergent_layer"] is None and len(divergence["images"]) == 8
+    assert len(divergence["layers"]) > 30 and max(row["relative_error"] for row in divergence["layers"]) < 1e-3
+
+
+def test_compare_names_the_first_layer_that_diverges(files, tmp_path):
+    from mobilecls._tf import keras
+    from mobilecls.convert import to_tflite
+    from mobilecls.quantize import load_keras_model
+
+    folder, data = files
+    model = load_keras_model(str(folder / "best.keras"))
+    broken = keras.models.clone_model(model)
+    broken.set_weights(model.get_weights())
+    layer = broken.get_layer("block_5_expand")
+    layer.kernel.assign(-layer.kernel)
+    (tmp_path / "broken.tflite").write_bytes(to_tflite(broken, "fp32"))
+    result = CliRunner().invoke(main, ["eval", "--compare", str(folder / "best.keras"), str(tmp_path / "broken.tflite"),
+                                       "--data", "synthetic", "--json", str(tmp_path / "c.json")])
+    assert result.exit_code == 0, result.output
+    divergence = json.loads((tmp_path / "c.json").read_text())["divergence"]
+    assert divergence["first_divergent_layer"] in {"block_5_expand", "block_5_expand_bn", "block_5_expand_relu6"}
+    assert f"first diverging layer: {divergence['first_divergent_layer']}" in result.output
+    names = [row["layer"] for row in divergence["layers"]]
+    before = names[:names.index(divergence["first_divergent_layer"])]
+    assert "block_4_add" in before or "block_4_project_bn" in before
+    assert all(row["relative_error"] < 1e-3 for row in divergence["layers"] if row["layer"] in before)

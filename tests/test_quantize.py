@@ -114,3 +114,49 @@ def test_written_files_get_normal_permissions_not_the_temp_files_0600(tmp_path):
     os.umask(mask)
     assert os.stat(tmp_path / "a.json").st_mode & 0o777 == 0o666 & ~mask
     assert os.listdir(tmp_path) == ["a.json"]
+
+
+def test_report_ranks_per_layer_ptq_error_and_keeps_the_worst_layers_in_float(saved_model, tmp_path):
+    path, model, _ = saved_model
+    out = tmp_path / "m.tflite"
+    result = CliRunner().invoke(main, ["quantize", str(path), "--int8", "--data", "synthetic", "--calibration-steps",
+                                       "20", "--report", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and "int8 with those 5 in float" in result.output
+    report = json.loads((tmp_path / "m_report.json").read_text())
+    rows = {row["tensor"]: row for row in report["layers"]}
+    assert len(rows) > 40  # one row per quantized op of ShuffleNetV2
+    assert {row["layer"] for row in rows.values()} <= {layer.name for layer in model.layers}
+    errors = [row["rmse_over_scale"] for row in rows.values()]
+    assert all(error >= 0 for error in errors)
+    worst = [rows[tensor]["rmse_over_scale"] for tensor in report["worst"]]
+    assert len(worst) == 5 and worst == sorted(worst, reverse=True) and worst[-1] >= sorted(errors)[-6]
+    assert all(0.0 <= value <= 1.0 for value in report["accuracy"].values())
+
+
+@pytest.mark.slow  # three more conversions with calibration, ~1 min
+def test_layers_kept_in_float_are_float_in_the_file_and_nearly_all_give_the_float_model(saved_model, pixels):
+    from mobilecls.convert import inspect_tflite, to_tflite
+    from mobilecls.evaluate import predict_tflite
+    from mobilecls.quantize_debug import layer_errors, with_layers_in_float
+
+    _, model, _ = saved_model
+    calibration, debug = pixels(8, 32, seed=1), pixels(4, 32, seed=2)
+    rows = layer_errors(model, calibration, debug)
+    assert inspect_tflite(to_tflite(model, "int8", calibration=[calibration])).float_ops == ()
+    two = inspect_tflite(with_layers_in_float(model, calibration, debug, [row["tensor"] for row in rows[-2:]]))
+    assert len(two.float_ops) == 2
+    # all but the last op in float (the debugger needs one quantized op left to debug)
+    nearly_float = with_layers_in_float(model, calibration, debug, [row["tensor"] for row in rows[:-1]])
+    images = pixels(4, 32, seed=3)
+    expected = model.predict(images, verbose=0)
+    nearly_float_error = np.abs(predict_tflite(nearly_float, images) - expected).max()
+    int8_error = np.abs(predict_tflite(to_tflite(model, "int8", calibration=[calibration]), images) - expected).max()
+    # ops the debugger does not verify (reshapes, transposes, concatenations) stay int8
+    assert nearly_float_error <= 0.02 * np.abs(expected).max() and nearly_float_error < int8_error / 2
+
+
+def test_report_needs_int8_and_data(saved_model):
+    path, _, _ = saved_model
+    result = CliRunner().invoke(main, ["quantize", str(path), "--fp16", "--report"])
+    assert result.exit_code == 2 and "--report needs --int8 and --data" in result.output

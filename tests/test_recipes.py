@@ -53,8 +53,8 @@ def test_exponent_floats_that_yaml_reads_as_strings_are_accepted():
 def test_wrong_types_and_choices_are_errors():
     with pytest.raises(ValueError, match="train.epochs: expected int, got 'ten'"):
         recipes.from_dict({"train": {"epochs": "ten"}})
-    with pytest.raises(ValueError, match="optimizer.name: expected one of sgd, adamw, got 'rmsprop'"):
-        recipes.from_dict({"optimizer": {"name": "rmsprop"}})
+    with pytest.raises(ValueError, match="optimizer.name: expected one of sgd, rmsprop, adamw, got 'lamb'"):
+        recipes.from_dict({"optimizer": {"name": "lamb"}})
 
 
 def test_overrides_parse_yaml_values_and_return_a_new_recipe():
@@ -82,3 +82,24 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("model: [unclosed\n")
     with pytest.raises(ValueError, match="bad.yaml: not valid YAML"):
         recipes.load(str(bad))
+
+
+def test_imagenet_recipes_follow_the_original_papers():
+    from mobilecls._tf import keras
+    from mobilecls.train import LearningRate, make_optimizer
+
+    folder = os.path.join(ROOT, "recipes", "imagenet")
+    loaded = {os.path.basename(path)[:-5]: recipes.load(path) for path in glob.glob(os.path.join(folder, "*.yaml"))}
+    assert set(loaded) == {"mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small",
+                           "shufflenet_v1_g3", "shufflenet_v2"}
+    assert all(r.model.input_size == 224 and r.data.spec == "imagenet2012" for r in loaded.values())
+    v2 = loaded["mobilenet_v2"]  # RMSprop 0.9/0.9, lr 0.045 x0.98 per epoch, weight decay 4e-5
+    assert (v2.optimizer.name, v2.optimizer.lr, v2.optimizer.weight_decay) == ("rmsprop", 0.045, 4e-5)
+    assert (v2.schedule.name, v2.schedule.step_epochs, v2.schedule.step_factor) == ("step", 1, 0.98)
+    optimizer = make_optimizer(v2, steps_per_epoch=10)
+    assert isinstance(optimizer, keras.optimizers.RMSprop) and optimizer.rho == 0.9 and optimizer.epsilon == 1.0
+    shuffle = loaded["shufflenet_v2"]  # linear decay from 0.5, batch 1024, 3e5 iterations
+    assert (shuffle.optimizer.lr, shuffle.schedule.name, shuffle.train.batch_size) == (0.5, "linear", 1024)
+    assert shuffle.train.epochs == round(3e5 * 1024 / 1_281_167)
+    linear = LearningRate("linear", 0.5, total_steps=100)
+    assert [float(linear(step)) for step in (0, 50, 100)] == [0.5, 0.25, 0.0]

@@ -12,7 +12,6 @@ Every argument of the device shell command is quoted with ``shlex.quote``: a mod
 
 import concurrent.futures
 import dataclasses
-import gzip
 import numbers
 import os
 import re
@@ -23,7 +22,7 @@ import subprocess
 
 from mobilecls.bench.parse import parse_benchmark_output
 from mobilecls.bench.result import BenchResult
-from mobilecls.files import read_tflite
+from mobilecls.files import gzip_size, read_tflite
 
 BINARY_ENV = "MOBILECLS_BENCHMARK_MODEL"
 DEFAULT_DEVICE_DIR = "/data/local/tmp/mobilecls"
@@ -327,7 +326,7 @@ def bench_adb(models, serials=None, threads=(1,), binary=None, use_xnnpack=True,
     flags += [f"--num_runs={num_runs}"] if num_runs is not None else []
     flags += [f"--warmup_runs={warmup_runs}"] if warmup_runs is not None else []
     plan = _Plan(binary_path, binary_abi(binary_path), paths,
-                 [(len(content), len(gzip.compress(content, compresslevel=9, mtime=0))) for content in contents],
+                 [(len(content), gzip_size(content)) for content in contents],
                  threads, tuple(flags), _cpu_mask_hex(cpu_mask), timeout, device_dir.rstrip("/"))
     serials = ready_serials(list_devices(), serials)
     with concurrent.futures.ThreadPoolExecutor(len(serials)) as pool:
@@ -358,10 +357,10 @@ def _bench_device(serial, plan):
         for path, graph in zip(plan.models, graphs, strict=True):
             _push(serial, path, graph, plan.timeout)
         results = []
-        for path, graph, (size, gzip_size) in zip(plan.models, graphs, plan.sizes, strict=True):
+        for path, graph, (size, packed) in zip(plan.models, graphs, plan.sizes, strict=True):
             for count in plan.threads:
                 parsed = _run_benchmark(serial, plan, run_dir, binary, graph, path, count)
-                results.append(_result(serial, plan, path, count, parsed, size, gzip_size, info))
+                results.append(_result(serial, plan, path, count, parsed, size, packed, info))
         return results
     finally:
         _clean_up(serial, plan.device_dir, run_dir)

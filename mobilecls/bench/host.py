@@ -1,6 +1,5 @@
 """Latency of .tflite files on this machine, through the LiteRT Python interpreter (XNNPACK on)."""
 
-import gzip
 import numbers
 import os
 import platform
@@ -9,7 +8,7 @@ import time
 import numpy as np
 
 from mobilecls.bench.result import BenchResult
-from mobilecls.files import read_tflite
+from mobilecls.files import gzip_size, read_tflite
 
 
 def bench_host(paths, threads=(1,), runs=50, warmup=5, min_seconds=0.0, interleave=True):
@@ -64,7 +63,7 @@ def bench_host(paths, threads=(1,), runs=50, warmup=5, min_seconds=0.0, interlea
         for path, content, session, warm, times in zip(paths, contents, sessions, warmups, samples, strict=True):
             results.append(BenchResult.from_samples(
                 path, "host", count, times, session.init_ms, session.first_ms, warm, len(content),
-                len(gzip.compress(content, compresslevel=9, mtime=0)), session.peak_memory_mb, extra=extra))
+                gzip_size(content), session.peak_memory_mb, extra=extra))
         del sessions  # free this thread count's interpreters before the next one's are made
     return results
 

@@ -126,17 +126,28 @@ def channel_shuffle(x, groups, name):
     return layers.Reshape((height, width, channels), name=f"{name}_flatten")(x)
 
 
-def conv_bn(x, filters, kernel, stride=1, groups=1, activation="relu", name="conv"):
+def _pad(x, kernel, stride, explicit_padding, name):
+    """"same" padding, or for a strided conv with ``explicit_padding`` a ZeroPadding2D of
+    kernel // 2 on every side + "valid" (TF's "same" pads (0, 1) at stride 2; XNNPACK's sparse
+    inference wants 1 on each side)."""
+    if explicit_padding and stride > 1:
+        return layers.ZeroPadding2D(kernel // 2, name=f"{name}_pad")(x), "valid"
+    return x, "same"
+
+
+def conv_bn(x, filters, kernel, stride=1, groups=1, activation="relu", name="conv", explicit_padding=False):
     """Conv (no bias) -> BatchNorm -> activation ('relu', 'relu6', 'hswish' or None)."""
-    x = layers.Conv2D(filters, kernel, strides=stride, padding="same", groups=groups,
+    x, padding = _pad(x, kernel, stride, explicit_padding, name)
+    x = layers.Conv2D(filters, kernel, strides=stride, padding=padding, groups=groups,
                       use_bias=False, name=name)(x)
     x = layers.BatchNormalization(epsilon=1e-3, momentum=0.9, name=f"{name}_bn")(x)
     return activate(x, activation, name)
 
 
-def depthwise_bn(x, kernel, stride=1, activation="relu", name="dw"):
+def depthwise_bn(x, kernel, stride=1, activation="relu", name="dw", explicit_padding=False):
     """Depthwise conv (no bias) -> BatchNorm -> activation."""
-    x = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=name)(x)
+    x, padding = _pad(x, kernel, stride, explicit_padding, name)
+    x = layers.DepthwiseConv2D(kernel, strides=stride, padding=padding, use_bias=False, name=name)(x)
     x = layers.BatchNormalization(epsilon=1e-3, momentum=0.9, name=f"{name}_bn")(x)
     return activate(x, activation, name)
 

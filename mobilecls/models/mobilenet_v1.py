@@ -13,7 +13,7 @@ BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
           (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))
 
 
-def mobilenet_v1(width=1.0, input_size=224, num_classes=1000, dropout=0.0, separable=True):
+def mobilenet_v1(width=1.0, input_size=224, num_classes=1000, dropout=0.0, separable=True, explicit_padding=False):
     """Build MobileNetV1.
 
     Args:
@@ -23,21 +23,26 @@ def mobilenet_v1(width=1.0, input_size=224, num_classes=1000, dropout=0.0, separ
         dropout: dropout rate before the classifier.
         separable: False replaces each depthwise separable pair by one standard 3x3
             convolution with the same output channels and stride (the study's ablation).
+        explicit_padding: stride-2 3x3 convolutions pad 1 pixel on each side (ZeroPadding2D +
+            "valid"), which XNNPACK sparse inference and tfmot's PruneForLatencyOnXNNPack need.
     """
     check_common("mobilenet_v1", width, input_size, num_classes, dropout)
     cifar = is_cifar_layout(input_size)
     x = inputs = model_input(input_size)
-    x = conv_bn(x, make_divisible(32 * width), 3, stride=1 if cifar else 2, activation="relu6", name="stem")
+    x = conv_bn(x, make_divisible(32 * width), 3, stride=1 if cifar else 2, activation="relu6", name="stem",
+                explicit_padding=explicit_padding)
     for index, (channels, stride) in enumerate(BLOCKS, start=1):
         if cifar and index == 2:
             stride = 1
         filters = make_divisible(channels * width)
         name = f"block_{index}"
         if separable:
-            x = depthwise_bn(x, 3, stride, activation="relu6", name=f"{name}_depthwise")
+            x = depthwise_bn(x, 3, stride, activation="relu6", name=f"{name}_depthwise",
+                             explicit_padding=explicit_padding)
             x = conv_bn(x, filters, 1, activation="relu6", name=f"{name}_pointwise")
         else:
-            x = conv_bn(x, filters, 3, stride, activation="relu6", name=f"{name}_conv")
+            x = conv_bn(x, filters, 3, stride, activation="relu6", name=f"{name}_conv",
+                        explicit_padding=explicit_padding)
     outputs = classifier_head(x, num_classes, dropout)
     suffix = "" if separable else "_standard_conv"
     return keras.Model(inputs, outputs, name=f"mobilenet_v1_{width:g}{suffix}")

@@ -1,7 +1,5 @@
 """Magnitude pruning with tfmot: wrap, fine-tune with UpdatePruningStep, strip."""
 
-import gzip
-
 import numpy as np
 
 from mobilecls._tf import keras, tfmot
@@ -9,7 +7,11 @@ from mobilecls._tf import keras, tfmot
 SCHEDULES = ("polynomial", "constant")
 
 
-def prune(model, sparsity, schedule="polynomial", structured=None, begin_step=0, end_step=1000, frequency=None):
+POLICIES = ("all", "xnnpack")
+
+
+def prune(model, sparsity, schedule="polynomial", structured=None, begin_step=0, end_step=1000, frequency=None,
+          policy="all"):
     """A new model wrapped for magnitude pruning to ``sparsity`` (``model`` is left as it is).
 
     Args:
@@ -21,14 +23,19 @@ def prune(model, sparsity, schedule="polynomial", structured=None, begin_step=0,
         frequency: steps between mask updates; default a twentieth of the ramp. (tfmot's own
             default of 100 never pruned a short fine-tuning run here: the first update came
             only at step 100.)
+        policy: "all" prunes every prunable layer; "xnnpack" only the 1x1 convolutions of a
+            model that XNNPACK's sparse inference can run (tfmot's PruneForLatencyOnXNNPack).
 
     Raises:
-        ValueError: sparsity out of range, unknown schedule or a malformed N:M pattern.
+        ValueError: sparsity out of range, unknown schedule or policy, a malformed N:M pattern,
+            or a model that does not qualify for the xnnpack policy (the reason is named).
     """
     if not 0 < sparsity < 1:
         raise ValueError(f"sparsity must be in (0, 1), got {sparsity!r}")
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    if policy not in POLICIES:
+        raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
     sparsity_api = tfmot.sparsity.keras
     frequency = frequency or max(1, (end_step - begin_step) // 20)
     # The last mask update must land on end_step, so the ramp spans whole update periods.
@@ -50,7 +57,34 @@ def prune(model, sparsity, schedule="polynomial", structured=None, begin_step=0,
     # prune a copy and leave the original untouched.
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
+    if policy == "xnnpack":
+        kwargs["pruning_policy"] = xnnpack_policy(copy)
     return sparsity_api.prune_low_magnitude(copy, **kwargs)
+
+
+def xnnpack_qualification(model):
+    """None when ``model`` qualifies for XNNPACK sparse inference, else tfmot's reason why not."""
+    try:
+        xnnpack_policy(model)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def xnnpack_policy(model):
+    """tfmot's PruneForLatencyOnXNNPack for ``model``.
+
+    Raises:
+        ValueError: the model has no subgraph XNNPACK can run sparse (it must start with a
+            ZeroPadding2D(1) + 3x3 stride-2 "valid" conv on RGB and reach a global average pool
+            through supported layers only: e.g. mobilenet_v1/v2 at >= 96 px with explicit_padding).
+    """
+    policy = tfmot.sparsity.keras.PruneForLatencyOnXNNPack()
+    try:
+        policy.ensure_model_supports_pruning(model)
+    except ValueError as error:
+        raise ValueError(f"{model.name} does not qualify for XNNPACK sparse inference: {error}") from None
+    return policy
 
 
 def update_step_callback():
@@ -77,6 +111,15 @@ def layer_sparsity(model):
     return result
 
 
+def pointwise_sparsity(model):
+    """Fraction of zero weights over the 1x1 convolutions (XNNPACK sparse inference needs 2/3)."""
+    kernels = [layer.kernel.numpy() for layer in model.layers
+               if isinstance(layer, keras.layers.Conv2D) and not isinstance(layer, keras.layers.DepthwiseConv2D)
+               and tuple(layer.kernel_size) == (1, 1)]
+    total = sum(kernel.size for kernel in kernels)
+    return sum(int((kernel == 0).sum()) for kernel in kernels) / total if total else 0.0
+
+
 def overall_sparsity(model):
     """Fraction of zero weights over all convolution and dense kernels, weighted by size."""
     zeros = total = 0
@@ -86,8 +129,3 @@ def overall_sparsity(model):
                 values = weight.numpy()
                 zeros, total = zeros + int((values == 0).sum()), total + values.size
     return zeros / total if total else 0.0
-
-
-def gzip_size(content):
-    """Bytes of ``content`` after gzip (what sparsity buys on disk and over the network)."""
-    return len(gzip.compress(bytes(content), compresslevel=9))

@@ -58,16 +58,20 @@ def _staging(out):
 
 
 def prune_run(model_path, data, out, sparsity=0.5, schedule="polynomial", structured=None, epochs=5, lr=0.01,
-              batch_size=128, data_dir=None, quiet=True):
+              batch_size=128, data_dir=None, quiet=True, policy="all", bench_runs=100):
     """Prune a .keras model, fine-tune it, strip the wrappers and write ``out``.
 
     ``out`` gets model.keras (pruned, float), classes.json and report.json (val accuracy before
     and after, per-layer and overall sparsity, float32 .tflite size and gzip size before/after).
+    With ``policy="xnnpack"`` it also gets model_sparse_fp32.tflite (weights in TFLite's sparse
+    format, for XNNPACK sparse inference) and the report says whether inference got faster:
+    the pruned model as a dense and as a sparse fp32 file, benchmarked side by side.
 
     Returns:
         The report dict.
     """
     from mobilecls.convert import to_tflite
+    from mobilecls.files import gzip_size
     from mobilecls.optimize import prune
 
     _output_folder(out)
@@ -75,7 +79,7 @@ def prune_run(model_path, data, out, sparsity=0.5, schedule="polynomial", struct
     before = fine_tune(model, dataset, 0, lr, batch_size)
     steps = max(1, len(dataset.splits["train"].images) // batch_size)
     wrapped = prune.prune(model, sparsity, schedule, structured, begin_step=0,
-                          end_step=max(1, int(0.7 * epochs * steps)))
+                          end_step=max(1, int(0.7 * epochs * steps)), policy=policy)
     after = fine_tune(wrapped, dataset, epochs, lr, batch_size, callbacks=[prune.update_step_callback()], quiet=quiet)
     pruned = prune.strip(wrapped)
     dense_tflite, sparse_tflite = to_tflite(model, "fp32"), to_tflite(pruned, "fp32")
@@ -83,14 +87,46 @@ def prune_run(model_path, data, out, sparsity=0.5, schedule="polynomial", struct
               "epochs": epochs, "val_accuracy_before": before, "val_accuracy_after": after,
               "sparsity": prune.overall_sparsity(pruned), "layers": prune.layer_sparsity(pruned),
               "tflite_fp32_bytes": {"before": len(dense_tflite), "after": len(sparse_tflite)},
-              "tflite_fp32_gzip_bytes": {"before": prune.gzip_size(dense_tflite),
-                                         "after": prune.gzip_size(sparse_tflite)}}
+              "tflite_fp32_gzip_bytes": {"before": gzip_size(dense_tflite),
+                                         "after": gzip_size(sparse_tflite)}, "policy": policy,
+              "xnnpack_sparse_qualifies": prune.xnnpack_qualification(model) is None}
     staging = _staging(out)
     try:
+        if policy == "xnnpack":
+            report["xnnpack_sparse"] = sparse_inference_speedup(pruned, staging, bench_runs)
         _publish(staging, out, pruned, report, dataset)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return report
+
+
+def sparse_inference_speedup(model, folder, runs=100):
+    """Benchmark ``model`` as a dense and as a sparse fp32 .tflite side by side (1 thread, XNNPACK).
+
+    Writes model_sparse_fp32.tflite into ``folder`` (the dense file is only measured).
+
+    Returns:
+        A dict: p50 ms of each, the speedup (dense / sparse), the share of zeros in the 1x1
+        convolutions (XNNPACK goes sparse only from 2/3) and whether the file holds DENSIFY ops.
+    """
+    import tempfile
+
+    from mobilecls.bench.host import bench_host
+    from mobilecls.convert import inspect_tflite, to_tflite
+    from mobilecls.files import write_atomically
+    from mobilecls.optimize.prune import pointwise_sparsity
+
+    sparse_path = os.path.join(folder, "model_sparse_fp32.tflite")
+    sparse = to_tflite(model, "fp32", sparse=True)
+    write_atomically(sparse_path, sparse)
+    with tempfile.TemporaryDirectory() as scratch:
+        dense_path = os.path.join(scratch, "model_dense_fp32.tflite")
+        write_atomically(dense_path, to_tflite(model, "fp32"))
+        dense_result, sparse_result = bench_host([dense_path, sparse_path], threads=1, runs=runs)
+    return {"dense_p50_ms": dense_result.p50_ms, "sparse_p50_ms": sparse_result.p50_ms,
+            "speedup": dense_result.p50_ms / sparse_result.p50_ms, "runs": runs,
+            "pointwise_sparsity": pointwise_sparsity(model),
+            "densify_ops": inspect_tflite(sparse).ops.count("DENSIFY")}
 
 
 def qat_run(model_path, data, out, epochs=1, lr=1e-4, batch_size=128, data_dir=None, quiet=True):
