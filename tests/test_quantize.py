@@ -150,10 +150,9 @@ def test_layers_kept_in_float_are_float_in_the_file_and_nearly_all_give_the_floa
     nearly_float = with_layers_in_float(model, calibration, debug, [row["tensor"] for row in rows[:-1]])
     images = pixels(4, 32, seed=3)
     expected = model.predict(images, verbose=0)
-    nearly_float_error = np.abs(predict_tflite(nearly_float, images) - expected).max()
-    int8_error = np.abs(predict_tflite(to_tflite(model, "int8", calibration=[calibration]), images) - expected).max()
+    assert len(inspect_tflite(nearly_float).float_ops) >= len(rows) - 1
     # ops the debugger does not verify (reshapes, transposes, concatenations) stay int8
-    assert nearly_float_error <= 0.02 * np.abs(expected).max() and nearly_float_error < int8_error / 2
+    assert np.abs(predict_tflite(nearly_float, images) - expected).max() <= 0.02 * np.abs(expected).max()
 
 
 def test_report_needs_int8_and_data(saved_model):
