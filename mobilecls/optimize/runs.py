@@ -107,7 +107,7 @@ def sparse_inference_speedup(model, folder, runs=100):
 
     Returns:
         A dict: p50 ms of each, the speedup (dense / sparse), the share of zeros in the 1x1
-        convolutions (XNNPACK goes sparse only from 2/3) and whether the file holds DENSIFY ops.
+        convolutions (XNNPACK goes sparse only from 2/3) and how many DENSIFY ops the file holds.
     """
     import tempfile
 
