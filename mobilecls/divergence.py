@@ -35,9 +35,8 @@ def tflite_layer_outputs(content, images):
     """
     from mobilecls._tf import Interpreter, OpResolverType
     from mobilecls.convert import layer_of_tensor
-    from mobilecls.evaluate import TFLiteClassifier
+    from mobilecls.evaluate import quantize_input
 
-    classifier = TFLiteClassifier(content)  # for its input quantization
     interpreter = Interpreter(model_content=bytes(content), experimental_preserve_all_tensors=True,
                               experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     interpreter.allocate_tensors()
@@ -52,7 +51,7 @@ def tflite_layer_outputs(content, images):
                 keys[key] = index  # a later op of the same layer replaces an earlier one
     collected = {key: [] for key in keys}
     for image in images:
-        interpreter.set_tensor(source["index"], classifier._quantize(image[None].astype(np.float32)))
+        interpreter.set_tensor(source["index"], quantize_input(image[None].astype(np.float32), source))
         interpreter.invoke()
         for key, index in keys.items():
             scale, zero = tensors[index]["quantization"]

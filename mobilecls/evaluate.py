@@ -9,6 +9,16 @@ import numpy as np
 from mobilecls.metrics import classification_metrics
 
 
+def quantize_input(pixels, detail):
+    """``pixels`` as the input ``detail`` (an interpreter's input details) wants them."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype == np.float32:
+        return pixels.astype(np.float32)
+    scale, zero = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(pixels / scale + zero), info.min, info.max).astype(dtype)
+
+
 class TFLiteClassifier:
     """A .tflite classifier with a static batch of 1: pixels 0..255 in, float scores out.
 
@@ -26,12 +36,7 @@ class TFLiteClassifier:
         self.input_shape = tuple(int(d) for d in self.source["shape"])
 
     def _quantize(self, pixels):
-        dtype = np.dtype(self.source["dtype"])
-        if dtype == np.float32:
-            return pixels.astype(np.float32)
-        scale, zero = self.source["quantization"]
-        info = np.iinfo(dtype)
-        return np.clip(np.round(pixels / scale + zero), info.min, info.max).astype(dtype)
+        return quantize_input(pixels, self.source)
 
     def _dequantize(self, scores):
         if scores.dtype == np.float32:
