@@ -60,17 +60,6 @@ def tflite_layer_outputs(content, images):
     return {key: np.concatenate(values) for key, values in collected.items()}
 
 
-def layer_outputs(path, images):
-    """Per-layer outputs of a .keras/.h5 model or a .tflite file on ``images``."""
-    if str(path).endswith(".tflite"):
-        from mobilecls.files import read_tflite
-
-        return tflite_layer_outputs(read_tflite(path), images)
-    from mobilecls.quantize import load_keras_model
-
-    return keras_layer_outputs(load_keras_model(path), images)
-
-
 def relative_error(reference, other):
     """RMS of the difference over RMS of ``reference`` (0 when equal)."""
     scale = float(np.sqrt(np.mean(np.square(reference))))

@@ -1,11 +1,13 @@
 """`eval`: the same metrics as fit, for a .keras model or a .tflite file (fast on all cores)."""
 
 import concurrent.futures
+import dataclasses
 import os
 import time
 
 import numpy as np
 
+from mobilecls.files import gzip_size
 from mobilecls.metrics import classification_metrics
 
 
@@ -68,26 +70,55 @@ def predict_tflite(content, images, workers=None):
         return np.concatenate(list(parts))
 
 
-def load_predictor(path):
-    """A function images -> scores for a .tflite or .keras file, and its class names (or None)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"model file not found: {path}")
+@dataclasses.dataclass(frozen=True)
+class ModelFile:
+    """A .tflite or Keras model file, read and loaded once: what eval and compare need of it."""
+
+    path: str
+    content: bytes  # the file as read: its size and gzip size
+    class_names: list | None
+    input_shape: tuple  # (1, H, W, C)
+    keras_model: object = None  # the loaded Keras model; None for a .tflite file
+
+    def predict(self, images):
+        """Scores (N, C) for pixel images (N, H, W, 3)."""
+        if self.keras_model is None:
+            return predict_tflite(self.content, images)
+        return self.keras_model.predict(images.astype(np.float32), batch_size=256, verbose=0)
+
+    def layer_outputs(self, images):
+        """{layer name: outputs} on ``images`` (see ``mobilecls.divergence``)."""
+        from mobilecls.divergence import keras_layer_outputs, tflite_layer_outputs
+
+        if self.keras_model is None:
+            return tflite_layer_outputs(self.content, images)
+        return keras_layer_outputs(self.keras_model, images)
+
+
+def open_model(path):
+    """Read a .tflite or .keras/.h5 file once into a ``ModelFile``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is not a TFLite file or not a loadable Keras model.
+    """
     if path.endswith(".tflite"):
         from mobilecls.convert import read_metadata
+        from mobilecls.files import read_tflite
 
-        with open(path, "rb") as handle:
-            content = handle.read()
+        content = read_tflite(path)
         try:
             metadata = read_metadata(content) or {}
             input_shape = TFLiteClassifier(content).input_shape
         except ValueError as error:
             raise ValueError(f"{path}: {error}") from None
-        return (lambda images: predict_tflite(content, images)), metadata.get("class_names"), input_shape
+        return ModelFile(path, content, metadata.get("class_names"), input_shape)
     from mobilecls.quantize import class_names_beside, load_keras_model
 
     model = load_keras_model(path)
-    return ((lambda images: model.predict(images.astype(np.float32), batch_size=256, verbose=0)),
-            class_names_beside(path), (1, *model.input_shape[1:]))
+    with open(path, "rb") as handle:
+        content = handle.read()
+    return ModelFile(path, content, class_names_beside(path), (1, *model.input_shape[1:]), model)
 
 
 def evaluate(model_path, data, split="val", data_dir=None, dataset=None):
@@ -97,7 +128,7 @@ def evaluate(model_path, data, split="val", data_dir=None, dataset=None):
         ValueError: the split does not exist, the images do not fit the model, or the model's
             class names differ from the data's.
     """
-    predict, names, input_shape = load_predictor(model_path)
+    model = open_model(model_path)
     if dataset is None:
         from mobilecls.data import load
 
@@ -105,27 +136,25 @@ def evaluate(model_path, data, split="val", data_dir=None, dataset=None):
     if split not in dataset.splits:
         raise ValueError(f"split {split!r} not in {data}; it has: {', '.join(sorted(dataset.splits))}")
     part = dataset.splits[split]
-    if tuple(part.images.shape[1:]) != tuple(input_shape[1:]):
-        raise ValueError(f"{data} images are {'x'.join(map(str, part.images.shape[1:]))}; "
-                         f"{model_path} expects {'x'.join(map(str, input_shape[1:]))}")
+    _check_fits(model, part.images, data)
+    names = model.class_names
     if names is not None and list(names) != list(dataset.class_names):
         raise ValueError(f"{model_path} was trained on classes {', '.join(names)}; {data} has "
                          f"{', '.join(dataset.class_names)}")
     started = time.perf_counter()
-    scores = predict(part.images)
+    scores = model.predict(part.images)
     seconds = time.perf_counter() - started
     metrics = classification_metrics(part.labels, scores, dataset.class_names)
     metrics.update({"model": os.path.basename(model_path), "data": data, "split": split,
-                    "images_per_sec": len(part.images) / seconds, "size_bytes": os.path.getsize(model_path),
-                    "gzip_bytes": _gzip_size(model_path)})
+                    "images_per_sec": len(part.images) / seconds, "size_bytes": len(model.content),
+                    "gzip_bytes": gzip_size(model.content)})
     return metrics
 
 
-def _gzip_size(path):
-    from mobilecls.files import gzip_size
-
-    with open(path, "rb") as handle:
-        return gzip_size(handle.read())
+def _check_fits(model, images, data):
+    if tuple(images.shape[1:]) != tuple(model.input_shape[1:]):
+        raise ValueError(f"{data} images are {'x'.join(map(str, images.shape[1:]))}; "
+                         f"{model.path} expects {'x'.join(map(str, model.input_shape[1:]))}")
 
 
 def compare(first_path, second_path, data, split="val", data_dir=None, dataset=None, probes=8):
@@ -143,13 +172,10 @@ def compare(first_path, second_path, data, split="val", data_dir=None, dataset=N
         raise ValueError(f"split {split!r} not in {data}; it has: {', '.join(sorted(dataset.splits))}")
     images = dataset.splits[split].images
     labels = dataset.splits[split].labels
-    scores = []
-    for path in (first_path, second_path):
-        predict, _, input_shape = load_predictor(path)
-        if tuple(images.shape[1:]) != tuple(input_shape[1:]):
-            raise ValueError(f"{data} images are {'x'.join(map(str, images.shape[1:]))}; "
-                             f"{path} expects {'x'.join(map(str, input_shape[1:]))}")
-        scores.append(np.asarray(predict(images), np.float32))
+    models = [open_model(path) for path in (first_path, second_path)]
+    for model in models:
+        _check_fits(model, images, data)
+    scores = [np.asarray(model.predict(images), np.float32) for model in models]
     first, second = scores
     if first.shape != second.shape:
         raise ValueError(f"{first_path} gives {first.shape[1]} scores per image, {second_path} {second.shape[1]}")
@@ -159,18 +185,18 @@ def compare(first_path, second_path, data, split="val", data_dir=None, dataset=N
               "max_abs_difference": float(difference.max()), "mean_abs_difference": float(difference.mean()),
               "worst_image_index": worst, "accuracy": [float(np.mean(s.argmax(1) == labels)) for s in scores],
               "models": [first_path, second_path], "data": data, "split": split}
-    result["divergence"] = _divergence(first_path, second_path, images, first, second, probes)
+    result["divergence"] = _divergence(*models, images, first, second, probes)
     return result
 
 
-def _divergence(first_path, second_path, images, first, second, probes):
+def _divergence(first_model, second_model, images, first, second, probes):
     """Layer-by-layer comparison on the ``probes`` images where the outputs differ most
     (those with a different top-1 first)."""
-    from mobilecls.divergence import first_divergence, layer_outputs
+    from mobilecls.divergence import first_divergence
 
     disagree = first.argmax(1) != second.argmax(1)
     order = np.lexsort((-np.abs(first - second).max(axis=1), ~disagree))[:probes]
     probe = images[np.sort(order)]
-    divergence = first_divergence(layer_outputs(first_path, probe), layer_outputs(second_path, probe))
+    divergence = first_divergence(first_model.layer_outputs(probe), second_model.layer_outputs(probe))
     divergence["images"] = [int(index) for index in np.sort(order)]
     return divergence
