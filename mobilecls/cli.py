@@ -268,9 +268,14 @@ def _fine_tune_options(epochs, lr):
 @click.option("--policy", type=click.Choice(["all", "xnnpack"]), default="all", show_default=True,
               help="xnnpack: prune only 1x1 convs of a model XNNPACK can run sparse (PruneForLatencyOnXNNPack), "
                    "write a sparse fp32 .tflite and measure whether it runs faster.")
+@click.option("--distill", type=float, default=0.0, show_default=True,
+              help="Knowledge distillation: weight 0..1 of the teacher's class probabilities in the "
+                   "fine-tuning targets.")
+@click.option("--teacher", "teacher_path", metavar="MODEL.keras",
+              help="Teacher for --distill (default: the input model), e.g. the dense model of an already pruned one.")
 @_library_errors
 def prune_command(model_path, data, data_dir, epochs, lr, batch_size, out, quiet, sparsity, schedule, structured,
-                  policy):
+                  policy, distill, teacher_path):
     """Magnitude pruning (tfmot) + fine-tuning; writes the pruned model and its sparsity.
 
     Example: mobilecls prune runs/demo/best.keras --data synthetic --sparsity 0.5 --out runs/demo-pruned
@@ -278,7 +283,8 @@ def prune_command(model_path, data, data_dir, epochs, lr, batch_size, out, quiet
     from mobilecls.optimize.runs import prune_run
 
     report = prune_run(model_path, data, out, sparsity=sparsity, schedule=schedule, structured=structured,
-                       epochs=epochs, lr=lr, batch_size=batch_size, data_dir=data_dir, quiet=quiet, policy=policy)
+                       epochs=epochs, lr=lr, batch_size=batch_size, data_dir=data_dir, quiet=quiet, policy=policy,
+                       distill=distill, teacher_path=teacher_path)
     gz = report["tflite_fp32_gzip_bytes"]
     click.echo(f"{out}: sparsity {report['sparsity']:.3f}, val accuracy {report['val_accuracy_before']:.4f} -> "
                f"{report['val_accuracy_after']:.4f}, gzip .tflite {gz['before'] / 1e6:.2f} -> "

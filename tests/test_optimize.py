@@ -147,3 +147,36 @@ def test_xnnpack_policy_prunes_only_1x1_convs_and_writes_a_sparse_file(tmp_path)
     measured = sparse_inference_speedup(pruned, str(tmp_path), runs=5)
     assert measured["densify_ops"] > 0 and measured["dense_p50_ms"] > 0 and measured["sparse_p50_ms"] > 0
     assert inspect_tflite((tmp_path / "model_sparse_fp32.tflite").read_bytes()).ops.count("DENSIFY") > 0
+
+
+def test_distilled_targets_mix_the_labels_with_the_teachers_probabilities():
+    from mobilecls._tf import keras, tf
+    from mobilecls.optimize.finetune import distilled
+
+    inputs = keras.Input((2,))
+    teacher = keras.Model(inputs, keras.layers.Dense(3, kernel_initializer="ones", bias_initializer="zeros")(inputs))
+    pixels = np.array([[0.0, 0.0], [1.0, 0.0]], np.float32)
+    labels = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], np.float32)
+    batches = distilled(tf.data.Dataset.from_tensors((pixels, labels)), teacher, 0.25)
+    out_pixels, targets = next(iter(batches))
+    np.testing.assert_array_equal(out_pixels.numpy(), pixels)
+    # The teacher's logits are equal for every class, so its probabilities are uniform (1/3).
+    np.testing.assert_allclose(targets.numpy(), 0.75 * labels + 0.25 / 3, rtol=1e-6)
+
+
+def test_prune_rejects_a_distillation_weight_outside_0_to_1(float_model, tmp_path):
+    out = tmp_path / "pruned"
+    result = CliRunner().invoke(main, ["prune", str(float_model), "--data", "synthetic", "--sparsity", "0.5",
+                                       "--epochs", "1", "--distill", "1.5", "--out", str(out), "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert "distill must be in 0..1, got 1.5" in result.output
+    assert not out.exists()
+
+
+def test_prune_names_a_missing_teacher_and_writes_nothing(float_model, tmp_path):
+    out = tmp_path / "pruned"
+    result = CliRunner().invoke(main, ["prune", str(float_model), "--data", "synthetic", "--distill", "0.5",
+                                       "--teacher", str(tmp_path / "dense.keras"), "--out", str(out), "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert f"model file not found: {tmp_path / 'dense.keras'}" in result.output
+    assert not out.exists()

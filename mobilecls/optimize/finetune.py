@@ -2,12 +2,13 @@
 
 import math
 
-from mobilecls._tf import keras
+from mobilecls._tf import keras, tf
 from mobilecls.data.pipeline import evaluation_batches, training_batches
 from mobilecls.recipes import AugmentSection
 
 
-def fine_tune(model, dataset, epochs, lr, batch_size=128, callbacks=(), quiet=True, seed=0):
+def fine_tune(model, dataset, epochs, lr, batch_size=128, callbacks=(), quiet=True, seed=0, teacher=None,
+              distill=0.0):
     """Train ``model`` in place on ``dataset``'s train split; returns the val accuracy after.
 
     Args:
@@ -19,7 +20,11 @@ def fine_tune(model, dataset, epochs, lr, batch_size=128, callbacks=(), quiet=Tr
         callbacks: extra Keras callbacks (e.g. tfmot's UpdatePruningStep).
         quiet: no progress output.
         seed: shuffling and augmentation seed.
+        teacher: a model whose class probabilities on the same augmented batch are mixed into
+            the targets (knowledge distillation, e.g. the dense model a pruned one came from).
+        distill: weight of the teacher's probabilities in the targets, 0..1 (0: labels only).
     """
+    check_distill(distill)
     train, val = dataset.splits["train"], dataset.splits["val"]
     num_classes = len(dataset.class_names)
     steps = max(1, len(train.images) // batch_size)
@@ -29,8 +34,27 @@ def fine_tune(model, dataset, epochs, lr, batch_size=128, callbacks=(), quiet=Tr
     if epochs:
         batches = training_batches(train.images, train.labels, min(batch_size, len(train.images)),
                                    AugmentSection(crop_padding=4, flip=True), num_classes, seed=seed)
+        if teacher is not None and distill:
+            batches = distilled(batches, teacher, distill)
         model.fit(batches, epochs=epochs, steps_per_epoch=steps, callbacks=list(callbacks),
                   verbose=0 if quiet else 2)
     scores = model.predict(evaluation_batches(val.images, 256), verbose=0)
     accuracy = float((scores.argmax(axis=1) == val.labels).mean())
     return accuracy if math.isfinite(accuracy) else 0.0
+
+
+def check_distill(weight):
+    """Raises ValueError unless the distillation weight is in 0..1."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"distill must be in 0..1, got {weight}")
+
+
+def distilled(batches, teacher, weight):
+    """``batches`` of (pixels, targets) with targets (1 - weight) * targets + weight * the
+    teacher's softmax on those pixels (the teacher runs in inference mode in the input pipeline)."""
+
+    def mix(pixels, targets):
+        probabilities = tf.nn.softmax(tf.cast(teacher(pixels, training=False), tf.float32))
+        return pixels, (1.0 - weight) * targets + weight * probabilities
+
+    return batches.map(mix, num_parallel_calls=1).prefetch(tf.data.AUTOTUNE)

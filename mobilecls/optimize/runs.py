@@ -5,7 +5,7 @@ import os
 import shutil
 import tempfile
 
-from mobilecls.optimize.finetune import fine_tune
+from mobilecls.optimize.finetune import check_distill, fine_tune
 
 
 def _output_folder(out):
@@ -58,7 +58,8 @@ def _staging(out):
 
 
 def prune_run(model_path, data, out, sparsity=0.5, schedule="polynomial", structured=None, epochs=5, lr=0.01,
-              batch_size=128, data_dir=None, quiet=True, policy="all", bench_runs=100):
+              batch_size=128, data_dir=None, quiet=True, policy="all", bench_runs=100, distill=0.0,
+              teacher_path=None):
     """Prune a .keras model, fine-tune it, strip the wrappers and write ``out``.
 
     ``out`` gets model.keras (pruned, float), classes.json and report.json (val accuracy before
@@ -66,6 +67,9 @@ def prune_run(model_path, data, out, sparsity=0.5, schedule="polynomial", struct
     With ``policy="xnnpack"`` it also gets model_sparse_fp32.tflite (weights in TFLite's sparse
     format, for XNNPACK sparse inference) and the report says whether inference got faster:
     the pruned model as a dense and as a sparse fp32 file, benchmarked side by side.
+    With ``distill`` > 0 the fine-tuning targets mix in the class probabilities of a teacher:
+    the model at ``teacher_path`` (e.g. the dense model when ``model_path`` is already pruned),
+    or else the input model itself.
 
     Returns:
         The report dict.
@@ -73,18 +77,25 @@ def prune_run(model_path, data, out, sparsity=0.5, schedule="polynomial", struct
     from mobilecls.convert import to_tflite
     from mobilecls.files import gzip_size
     from mobilecls.optimize import prune
+    from mobilecls.quantize import load_keras_model
 
+    check_distill(distill)
+    teacher = load_keras_model(teacher_path) if teacher_path else None
     _output_folder(out)
     model, dataset = _load(model_path, data, data_dir)
     before = fine_tune(model, dataset, 0, lr, batch_size)
+    teacher = teacher or model
     steps = max(1, len(dataset.splits["train"].images) // batch_size)
     wrapped = prune.prune(model, sparsity, schedule, structured, begin_step=0,
                           end_step=max(1, int(0.7 * epochs * steps)), policy=policy)
-    after = fine_tune(wrapped, dataset, epochs, lr, batch_size, callbacks=[prune.update_step_callback()], quiet=quiet)
+    after = fine_tune(wrapped, dataset, epochs, lr, batch_size, callbacks=[prune.update_step_callback()], quiet=quiet,
+                      teacher=teacher, distill=distill)
     pruned = prune.strip(wrapped)
     dense_tflite, sparse_tflite = to_tflite(model, "fp32"), to_tflite(pruned, "fp32")
     report = {"source": model_path, "sparsity_target": sparsity, "schedule": schedule, "structured": structured,
-              "epochs": epochs, "val_accuracy_before": before, "val_accuracy_after": after,
+              "epochs": epochs, "lr": lr, "distill": distill,
+              "teacher": (teacher_path or model_path) if distill else None,
+              "val_accuracy_before": before, "val_accuracy_after": after,
               "sparsity": prune.overall_sparsity(pruned), "layers": prune.layer_sparsity(pruned),
               "tflite_fp32_bytes": {"before": len(dense_tflite), "after": len(sparse_tflite)},
               "tflite_fp32_gzip_bytes": {"before": gzip_size(dense_tflite),
