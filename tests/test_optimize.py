@@ -180,3 +180,25 @@ def test_prune_names_a_missing_teacher_and_writes_nothing(float_model, tmp_path)
     assert result.exit_code == 2, result.output
     assert f"model file not found: {tmp_path / 'dense.keras'}" in result.output
     assert not out.exists()
+
+
+def test_prune_distils_from_a_teacher_file(float_model, tmp_path):
+    out = tmp_path / "pruned"
+    result = CliRunner().invoke(main, ["prune", str(float_model), "--data", "synthetic", "--sparsity", "0.5",
+                                       "--schedule", "constant", "--epochs", "1", "--distill", "0.5",
+                                       "--teacher", str(float_model), "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["distill"] == 0.5 and report["teacher"] == str(float_model)
+    assert report["sparsity"] == pytest.approx(0.5, abs=0.03)
+
+
+def test_prune_refuses_a_teacher_with_other_classes(float_model, tmp_path):
+    teacher = tmp_path / "teacher.keras"
+    build_model("mobilenet_v2", width=0.35, input_size=32, num_classes=5).save(teacher)
+    out = tmp_path / "pruned"
+    result = CliRunner().invoke(main, ["prune", str(float_model), "--data", "synthetic", "--distill", "0.5",
+                                       "--teacher", str(teacher), "--out", str(out), "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert f"teacher {teacher} maps (32, 32, 3) to (5,)" in result.output
+    assert not out.exists()

@@ -84,7 +84,11 @@ def prune_run(model_path, data, out, sparsity=0.5, schedule="polynomial", struct
     _output_folder(out)
     model, dataset = _load(model_path, data, data_dir)
     before = fine_tune(model, dataset, 0, lr, batch_size)
-    teacher = teacher or model
+    if teacher is None:
+        teacher = model
+    elif teacher.input_shape[1:] != model.input_shape[1:] or teacher.output_shape[1:] != model.output_shape[1:]:
+        raise ValueError(f"teacher {teacher_path} maps {teacher.input_shape[1:]} to {teacher.output_shape[1:]}; "
+                         f"{model_path} maps {model.input_shape[1:]} to {model.output_shape[1:]}")
     steps = max(1, len(dataset.splits["train"].images) // batch_size)
     wrapped = prune.prune(model, sparsity, schedule, structured, begin_step=0,
                           end_step=max(1, int(0.7 * epochs * steps)), policy=policy)
