@@ -202,3 +202,12 @@ def test_prune_refuses_a_teacher_with_other_classes(float_model, tmp_path):
     assert result.exit_code == 2, result.output
     assert f"teacher {teacher} maps (32, 32, 3) to (5,)" in result.output
     assert not out.exists()
+
+
+def test_prune_refuses_a_teacher_without_a_distillation_weight(float_model, tmp_path):
+    out = tmp_path / "pruned"
+    result = CliRunner().invoke(main, ["prune", str(float_model), "--data", "synthetic",
+                                       "--teacher", str(float_model), "--out", str(out), "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert f"teacher {float_model} is only used with a distillation weight above 0 (--distill)" in result.output
+    assert not out.exists()

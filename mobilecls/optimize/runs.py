@@ -80,15 +80,17 @@ def prune_run(model_path, data, out, sparsity=0.5, schedule="polynomial", struct
     from mobilecls.quantize import load_keras_model
 
     check_distill(distill)
+    if teacher_path and not distill:
+        raise ValueError(f"teacher {teacher_path} is only used with a distillation weight above 0 (--distill)")
     teacher = load_keras_model(teacher_path) if teacher_path else None
     _output_folder(out)
     model, dataset = _load(model_path, data, data_dir)
-    before = fine_tune(model, dataset, 0, lr, batch_size)
     if teacher is None:
         teacher = model
     elif teacher.input_shape[1:] != model.input_shape[1:] or teacher.output_shape[1:] != model.output_shape[1:]:
         raise ValueError(f"teacher {teacher_path} maps {teacher.input_shape[1:]} to {teacher.output_shape[1:]}; "
                          f"{model_path} maps {model.input_shape[1:]} to {model.output_shape[1:]}")
+    before = fine_tune(model, dataset, 0, lr, batch_size)
     steps = max(1, len(dataset.splits["train"].images) // batch_size)
     wrapped = prune.prune(model, sparsity, schedule, structured, begin_step=0,
                           end_step=max(1, int(0.7 * epochs * steps)), policy=policy)
