@@ -105,13 +105,16 @@ def profile(name, input_size, num_classes, width, as_json):
 @click.option("--epochs", type=int, help="Same as --set train.epochs=N.")
 @click.option("--batch-size", type=int, help="Same as --set train.batch_size=N.")
 @click.option("--seed", type=int, help="Same as --set train.seed=N.")
+@click.option("--time-budget", type=float, metavar="MINUTES",
+              help="Same as --set train.time_budget_minutes=M: train as many epochs as fit in M minutes here.")
 @click.option("--out", type=click.Path(), help="Run folder (default runs/<model>-<time>).")
 @click.option("--resume", type=click.Path(), help="Continue the run in this folder where it stopped.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]), default="default",
               show_default=True, help="tf.distribute: local devices (mirrored) or TF_CONFIG workers (multiworker).")
 @_library_errors
-def fit(recipe_path, assignments, model, data, data_dir, epochs, batch_size, seed, out, resume, quiet, strategy):
+def fit(recipe_path, assignments, model, data, data_dir, epochs, batch_size, seed, time_budget, out, resume, quiet,
+        strategy):
     """Train a model from a recipe into a run folder.
 
     Example: mobilecls fit --recipe recipes/demo.yaml --out runs/demo
@@ -127,7 +130,8 @@ def fit(recipe_path, assignments, model, data, data_dir, epochs, batch_size, see
         recipe = recipes.override(recipe, assignments)
         # Flags are typed values already, so they replace keys directly (no YAML parsing of paths).
         flags = {("model", "name"): model, ("data", "spec"): data, ("data", "data_dir"): data_dir,
-                 ("train", "epochs"): epochs, ("train", "batch_size"): batch_size, ("train", "seed"): seed}
+                 ("train", "epochs"): epochs, ("train", "batch_size"): batch_size, ("train", "seed"): seed,
+                 ("train", "time_budget_minutes"): time_budget}
         changes = {}
         for (section, key), value in flags.items():
             if value is not None:

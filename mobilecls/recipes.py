@@ -85,6 +85,7 @@ class TrainSection:
     label_smoothing: float = 0.0
     mixed_precision: str | None = None  # None or "mixed_bfloat16"
     seed: int = 0
+    time_budget_minutes: float | None = None  # set: fit plans as many epochs as fit (replaces epochs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,10 +192,13 @@ def _check_ranges(recipe):
          f"recipe key model.name: expected one of {', '.join(list_models())}, got {recipe.model.name!r}"),
         (recipe.train.epochs >= 1, "train.epochs must be >= 1"),
         (recipe.train.batch_size >= 1, "train.batch_size must be >= 1"),
+        (recipe.train.time_budget_minutes is None or recipe.train.time_budget_minutes > 0,
+         "train.time_budget_minutes must be > 0 (or null for a fixed train.epochs)"),
         (recipe.optimizer.lr > 0, "optimizer.lr must be > 0"),
         (0 < recipe.data.val_fraction < 1, "data.val_fraction must be in (0, 1)"),
         (0 <= recipe.train.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
-        (recipe.schedule.warmup_epochs < recipe.train.epochs or recipe.schedule.warmup_epochs == 0,
+        (recipe.schedule.warmup_epochs < recipe.train.epochs or recipe.schedule.warmup_epochs == 0
+         or recipe.train.time_budget_minutes,  # fit checks the planned epochs
          "schedule.warmup_epochs must be shorter than train.epochs"),
     ]
     for ok, message in checks:

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from mobilecls import recipes
+from mobilecls import budget, recipes
 from mobilecls._tf import keras, tf
 from mobilecls.data import load as load_data
 from mobilecls.data.pipeline import evaluation_batches, training_batches
@@ -145,6 +145,7 @@ def _predict(model, images, batch_size):
 
 
 STRATEGIES = ("default", "mirrored", "multiworker")
+EVAL_BATCH = 256
 
 
 def make_strategy(name):
@@ -202,6 +203,7 @@ def fit(recipe, out, resume=False, quiet=False, strategy="default"):
         ValueError: the run folder exists (without resume), bad data or recipe, or a NaN loss.
         FileNotFoundError: resume of a folder that is not a run.
     """
+    entered = time.perf_counter()
     distribution = make_strategy(strategy)  # first: mirrored must split the CPU before TF starts
     out = _worker_folder(out, strategy)
     _check_run_folder(out, resume)
@@ -215,23 +217,39 @@ def fit(recipe, out, resume=False, quiet=False, strategy="default"):
     if data.skipped and not quiet:
         print(f"skipped {len(data.skipped)} unreadable image(s), e.g. {data.skipped[0]}")
     train, val = data.splits["train"], data.splits["val"]
-    if not resume:  # created only once the data loaded, so a bad spec leaves nothing behind
-        os.makedirs(os.path.join(out, "checkpoints"), exist_ok=True)
-        recipes.save(recipe, os.path.join(out, "recipe.yaml"))
-        with open(os.path.join(out, "classes.json"), "w", encoding="utf-8") as handle:
-            json.dump(list(data.class_names), handle)
-
     batch_size = min(recipe.train.batch_size, len(train.images))
     steps = len(train.images) // batch_size
     num_classes = len(data.class_names)
     kwargs = recipe.model.builder_kwargs(train.images.shape[1], num_classes)
-    keras.mixed_precision.set_global_policy(recipe.train.mixed_precision or "float32")
-    try:
+    val_targets = tf.one_hot(val.labels, num_classes)
+    validation = tf.data.Dataset.from_tensor_slices((val.images, val_targets)).batch(EVAL_BATCH).map(
+        lambda x, y: (tf.cast(x, tf.float32), y))
+
+    def batches():
+        return training_batches(train.images, train.labels, batch_size, recipe.augment, num_classes,
+                                recipe.train.label_smoothing, recipe.train.seed)
+
+    def compiled_model(recipe):
         with distribution.scope():
             model = build_model(recipe.model.name, **kwargs)
             model.compile(optimizer=make_optimizer(recipe, steps),
                           loss=keras.losses.CategoricalCrossentropy(from_logits=True),
                           metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(5, name="top5")])
+        return model
+
+    keras.mixed_precision.set_global_policy(recipe.train.mixed_precision or "float32")
+    try:
+        plan = None
+        if recipe.train.time_budget_minutes and not resume:
+            recipe, plan = _plan_epochs(recipe, strategy, compiled_model(recipe), batches(), validation, data,
+                                        steps, time.perf_counter() - entered, quiet)
+            keras.utils.set_random_seed(recipe.train.seed)  # the probe drew from the global seed
+        if not resume:  # created only once the data loaded, so a bad spec leaves nothing behind
+            os.makedirs(os.path.join(out, "checkpoints"), exist_ok=True)
+            recipes.save(recipe, os.path.join(out, "recipe.yaml"))
+            with open(os.path.join(out, "classes.json"), "w", encoding="utf-8") as handle:
+                json.dump(list(data.class_names), handle)
+        model = compiled_model(recipe)
         monitor = _Monitor(batch_size, steps, quiet)
         history_path = os.path.join(out, "history.csv")
         best_so_far = _best_val_accuracy(history_path)
@@ -244,13 +262,8 @@ def fit(recipe, out, resume=False, quiet=False, strategy="default"):
                                             save_best_only=True, initial_value_threshold=best_so_far),
             keras.callbacks.CSVLogger(history_path, append=True),
         ]
-        val_targets = tf.one_hot(val.labels, num_classes)
-        validation = tf.data.Dataset.from_tensor_slices((val.images, val_targets)).batch(256).map(
-            lambda x, y: (tf.cast(x, tf.float32), y))
         started = time.perf_counter()
-        model.fit(training_batches(train.images, train.labels, batch_size, recipe.augment, num_classes,
-                                   recipe.train.label_smoothing, recipe.train.seed),
-                  epochs=recipe.train.epochs, steps_per_epoch=steps, validation_data=validation,
+        model.fit(batches(), epochs=recipe.train.epochs, steps_per_epoch=steps, validation_data=validation,
                   callbacks=callbacks, verbose=0 if quiet else 2)
         wall = time.perf_counter() - started
         if monitor.nan_at:
@@ -276,14 +289,42 @@ def fit(recipe, out, resume=False, quiet=False, strategy="default"):
     for split in ("val", "test"):
         if split in data.splits:
             part = data.splits[split]
-            metrics[split] = classification_metrics(part.labels, _predict(best, part.images, 256),
+            metrics[split] = classification_metrics(part.labels, _predict(best, part.images, EVAL_BATCH),
                                                     data.class_names)
+    metrics["total_time_s"] = time.perf_counter() - entered
+    if plan:
+        metrics["time_budget"] = plan
     write_json(os.path.join(out, "metrics.json"), metrics)
     from mobilecls.plots import plot_confusion, plot_curves
 
     plot_curves(history_path, os.path.join(out, "curves.png"))
     plot_confusion(metrics["val"]["confusion"], data.class_names, os.path.join(out, "confusion.png"))
     return Run(out, metrics)
+
+
+def _plan_epochs(recipe, strategy, probe, batches, validation, data, steps, elapsed_s, quiet):
+    """The recipe with as many epochs as fit in ``train.time_budget_minutes``, and the plan."""
+    if strategy == "multiworker":  # each worker would time itself and could plan a different run
+        raise ValueError("train.time_budget_minutes needs strategy default or mirrored, not multiworker")
+    started = time.perf_counter()
+    cost = budget.measure_epoch_cost(probe, batches, next(iter(validation)))
+    elapsed_s += time.perf_counter() - started
+    eval_batches = math.ceil(len(data.splits["val"].images) / EVAL_BATCH)
+    final_batches = sum(math.ceil(len(data.splits[split].images) / EVAL_BATCH)
+                        for split in ("val", "test") if split in data.splits)
+    budget_s = 60.0 * recipe.train.time_budget_minutes
+    epochs = budget.epochs_within(budget_s, elapsed_s, cost, steps, eval_batches, final_batches)
+    warmup = recipe.schedule.warmup_epochs
+    if warmup and epochs <= warmup:
+        raise ValueError(f"train.time_budget_minutes={recipe.train.time_budget_minutes:g} fits {epochs} "
+                         f"epoch(s) here, not more than schedule.warmup_epochs={warmup:g}")
+    epoch_s = cost.epoch_seconds(steps, eval_batches)
+    if not quiet:
+        print(f"time budget {recipe.train.time_budget_minutes:g} min: one epoch takes about {epoch_s:.0f} s "
+              f"here, so {epochs} epochs", flush=True)
+    plan = {"minutes": recipe.train.time_budget_minutes, "epochs": epochs, "planned_epoch_s": epoch_s,
+            "train_step_s": cost.train_step_s, "eval_batch_s": cost.eval_batch_s, "probe_done_at_s": elapsed_s}
+    return recipes.replace(recipe, train={"epochs": epochs}), plan
 
 
 def _best_val_accuracy(history_path):

@@ -1,0 +1,87 @@
+"""`fit --time-budget`: the probe, the epoch arithmetic, and a budgeted run that keeps its plan."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mobilecls import budget, recipes
+from mobilecls.cli import main
+
+TINY = recipes.from_dict({
+    "model": {"name": "shufflenet_v2", "width": 0.5},
+    "data": {"spec": "synthetic"},
+    "optimizer": {"lr": 0.05},
+    "schedule": {"name": "cosine"},
+    "train": {"epochs": 1, "batch_size": 128, "seed": 7},
+})
+
+
+def test_epochs_within_counts_whole_epochs_in_what_is_left_after_a_safety_margin():
+    cost = budget.EpochCost(train_step_s=0.5, eval_batch_s=0.2)
+    assert cost.epoch_seconds(100, 4) == pytest.approx(50.8)
+    # (600 - 30 - 5 * 0.2) * 0.97 = 551.93 s left; 551.93 / 50.8 = 10.9 -> 10 epochs
+    assert budget.epochs_within(600, 30, cost, steps=100, eval_batches=4, final_batches=5) == 10
+    # one epoch more than the margin allows is not planned: 10 epochs need 508 / 0.97 + 31 = 554.7 s
+    assert budget.epochs_within(554, 30, cost, steps=100, eval_batches=4, final_batches=5) == 9
+
+
+def test_a_budget_that_fits_no_epoch_is_a_clear_error():
+    cost = budget.EpochCost(train_step_s=0.5, eval_batch_s=0.2)
+    with pytest.raises(ValueError, match=r"time_budget_minutes=1 fits no epoch here: one epoch takes about 51 s"):
+        budget.epochs_within(60, 20, cost, steps=100, eval_batches=4, final_batches=4)
+    with pytest.raises(ValueError, match="fits no epoch"):
+        budget.epochs_within(60, 61, cost, steps=1, eval_batches=1, final_batches=1)
+
+
+def test_the_probe_trains_on_exactly_its_steps_and_times_both_kinds_of_batch():
+    from mobilecls._tf import keras, tf
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(3)(inputs))
+    model.compile(keras.optimizers.SGD(0.1), keras.losses.CategoricalCrossentropy(from_logits=True))
+    pixels = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    targets = np.eye(3, dtype=np.float32)[np.arange(8) % 3]
+    batches = tf.data.Dataset.from_tensors((pixels, targets)).repeat()
+    before = model.get_weights()[0].copy()
+    cost = budget.measure_epoch_cost(model, batches, (pixels, targets), steps=5)
+    assert int(model.optimizer.iterations.numpy()) == budget.PROBE_WARMUP_STEPS + 5
+    assert not np.array_equal(before, model.get_weights()[0])
+    assert cost.train_step_s > 0 and cost.eval_batch_s > 0
+
+
+def test_a_non_positive_budget_is_refused_by_the_recipe():
+    with pytest.raises(ValueError, match="train.time_budget_minutes must be > 0"):
+        recipes.replace(TINY, train={"time_budget_minutes": 0})
+
+
+def test_a_budgeted_run_trains_the_planned_epochs_and_records_the_plan(tmp_path):
+    from mobilecls.train import fit
+
+    recipe = recipes.replace(TINY, train={"time_budget_minutes": 0.5})
+    run = fit(recipe, str(tmp_path / "run"), quiet=True)
+    plan = run.metrics["time_budget"]
+    saved = recipes.load(os.path.join(run.path, "recipe.yaml"))
+    assert saved.train.epochs == plan["epochs"] == run.metrics["epochs"] >= 1
+    assert saved.train.time_budget_minutes == 0.5
+    with open(os.path.join(run.path, "history.csv"), encoding="utf-8") as handle:
+        assert len(list(csv.DictReader(handle))) == plan["epochs"]
+    # the plan is the arithmetic above on the measured costs (4,500 train / 500 val / 1,000 test images)
+    cost = budget.EpochCost(plan["train_step_s"], plan["eval_batch_s"])
+    assert plan["planned_epoch_s"] == pytest.approx(cost.epoch_seconds(4500 // 128, 2))
+    assert plan["epochs"] == budget.epochs_within(30, plan["probe_done_at_s"], cost, 4500 // 128, 2, 2 + 4)
+    with open(os.path.join(run.path, "metrics.json"), encoding="utf-8") as handle:
+        assert json.load(handle)["total_time_s"] >= run.metrics["wall_time_s"] > 0
+
+
+def test_a_budget_too_short_for_one_epoch_is_a_cli_error_that_writes_nothing(tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["fit", "--model", "shufflenet_v2", "--set", "model.width=0.5",
+                                       "--time-budget", "0.001", "--out", str(out)])
+    assert result.exit_code == 2
+    assert "train.time_budget_minutes=0.001 fits no epoch here" in result.output
+    assert not out.exists()
