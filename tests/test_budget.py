@@ -59,6 +59,7 @@ def test_a_non_positive_budget_is_refused_by_the_recipe():
         recipes.replace(TINY, train={"time_budget_minutes": 0})
 
 
+@pytest.mark.slow  # a 30-second run
 def test_a_budgeted_run_trains_the_planned_epochs_and_records_the_plan(tmp_path):
     from mobilecls.train import fit
 
