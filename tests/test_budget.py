@@ -7,17 +7,10 @@ import os
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from test_fit import TINY  # the tiny synthetic recipe the fit tests train
 
 from mobilecls import budget, recipes
 from mobilecls.cli import main
-
-TINY = recipes.from_dict({
-    "model": {"name": "shufflenet_v2", "width": 0.5},
-    "data": {"spec": "synthetic"},
-    "optimizer": {"lr": 0.05},
-    "schedule": {"name": "cosine"},
-    "train": {"epochs": 1, "batch_size": 128, "seed": 7},
-})
 
 
 def test_epochs_within_counts_whole_epochs_in_what_is_left_after_a_safety_margin():
@@ -86,3 +79,29 @@ def test_a_budget_too_short_for_one_epoch_is_a_cli_error_that_writes_nothing(tmp
     assert result.exit_code == 2
     assert "train.time_budget_minutes=0.001 fits no epoch here" in result.output
     assert not out.exists()
+
+
+def _plan(recipe, strategy, monkeypatch):
+    from types import SimpleNamespace
+
+    from mobilecls import train
+
+    monkeypatch.setattr(budget, "measure_epoch_cost", lambda *args: budget.EpochCost(1.0, 0.1))
+    split = SimpleNamespace(images=np.zeros((500, 1)))
+    data = SimpleNamespace(splits={"val": split})
+    return train._plan_epochs(recipe, strategy, None, None, [None], data, steps=10, elapsed_s=0.0, quiet=True)
+
+
+def test_a_budget_with_no_more_epochs_than_the_warm_up_is_a_clear_error(monkeypatch):
+    # 60 s: (60 - 0.2) * 0.97 / 10.2 s per epoch = 5 epochs, against 5 warm-up epochs
+    recipe = recipes.replace(TINY, train={"time_budget_minutes": 1.0}, schedule={"warmup_epochs": 5})
+    with pytest.raises(ValueError, match=r"fits 5 epoch\(s\) here, not more than schedule.warmup_epochs=5"):
+        _plan(recipe, "default", monkeypatch)
+    planned, plan = _plan(recipes.replace(recipe, schedule={"warmup_epochs": 2}), "default", monkeypatch)
+    assert planned.train.epochs == plan["epochs"] == 5
+
+
+def test_a_budget_is_refused_with_multiworker(monkeypatch):
+    recipe = recipes.replace(TINY, train={"time_budget_minutes": 1.0})
+    with pytest.raises(ValueError, match="needs strategy default or mirrored, not multiworker"):
+        _plan(recipe, "multiworker", monkeypatch)
