@@ -307,7 +307,7 @@ def _plan_epochs(recipe, strategy, probe, batches, validation, data, steps, elap
     if strategy == "multiworker":  # each worker would time itself and could plan a different run
         raise ValueError("train.time_budget_minutes needs strategy default or mirrored, not multiworker")
     started = time.perf_counter()
-    cost = budget.measure_epoch_cost(probe, batches, next(iter(validation)))
+    cost = budget.measure_epoch_cost(probe, batches, validation)
     elapsed_s += time.perf_counter() - started
     eval_batches = math.ceil(len(data.splits["val"].images) / EVAL_BATCH)
     final_batches = sum(math.ceil(len(data.splits[split].images) / EVAL_BATCH)
@@ -323,7 +323,8 @@ def _plan_epochs(recipe, strategy, probe, batches, validation, data, steps, elap
         print(f"time budget {recipe.train.time_budget_minutes:g} min: one epoch takes about {epoch_s:.0f} s "
               f"here, so {epochs} epochs", flush=True)
     plan = {"minutes": recipe.train.time_budget_minutes, "epochs": epochs, "planned_epoch_s": epoch_s,
-            "train_step_s": cost.train_step_s, "eval_batch_s": cost.eval_batch_s, "probe_done_at_s": elapsed_s}
+            "train_step_s": cost.train_step_s, "eval_batch_s": cost.eval_batch_s,
+            "epoch_overhead_s": cost.epoch_overhead_s, "probe_done_at_s": elapsed_s}
     return recipes.replace(recipe, train={"epochs": epochs}), plan
 
 

@@ -16,10 +16,11 @@ from mobilecls.cli import main
 def test_epochs_within_counts_whole_epochs_in_what_is_left_after_a_safety_margin():
     cost = budget.EpochCost(train_step_s=0.5, eval_batch_s=0.2)
     assert cost.epoch_seconds(100, 4) == pytest.approx(50.8)
-    # (600 - 30 - 5 * 0.2) * 0.97 = 551.93 s left; 551.93 / 50.8 = 10.9 -> 10 epochs
+    # (600 - 30 - 5 * 0.2) * 0.95 = 540.55 s left; 540.55 / 50.8 = 10.6 -> 10 epochs
     assert budget.epochs_within(600, 30, cost, steps=100, eval_batches=4, final_batches=5) == 10
-    # one epoch more than the margin allows is not planned: 10 epochs need 508 / 0.97 + 31 = 554.7 s
-    assert budget.epochs_within(554, 30, cost, steps=100, eval_batches=4, final_batches=5) == 9
+    # 10 epochs need 508 / 0.95 + 31 = 565.7 s: one second less plans one epoch less
+    assert budget.epochs_within(566, 30, cost, steps=100, eval_batches=4, final_batches=5) == 10
+    assert budget.epochs_within(565, 30, cost, steps=100, eval_batches=4, final_batches=5) == 9
 
 
 def test_a_budget_that_fits_no_epoch_is_a_clear_error():
@@ -41,10 +42,22 @@ def test_the_probe_trains_on_exactly_its_steps_and_times_both_kinds_of_batch():
     targets = np.eye(3, dtype=np.float32)[np.arange(8) % 3]
     batches = tf.data.Dataset.from_tensors((pixels, targets)).repeat()
     before = model.get_weights()[0].copy()
-    cost = budget.measure_epoch_cost(model, batches, (pixels, targets), steps=5)
-    assert int(model.optimizer.iterations.numpy()) == budget.PROBE_WARMUP_STEPS + 5
+    validation = tf.data.Dataset.from_tensors((pixels, targets))  # one batch, as a tiny val split has
+    cost = budget.measure_epoch_cost(model, batches, validation, steps=5, eval_batches=3)
+    assert int(model.optimizer.iterations.numpy()) == 2 * 5  # two probe epochs
     assert not np.array_equal(before, model.get_weights()[0])
-    assert cost.train_step_s > 0 and cost.eval_batch_s > 0
+    assert cost.train_step_s > 0 and cost.eval_batch_s > 0 and cost.epoch_overhead_s > 0  # it saves each epoch
+
+
+def test_the_mean_interval_spans_only_consecutive_end_times():
+    # two runs of end times: 12 -> 19 s over 3 intervals and 30 -> 31 s over 1: 8 s / 4 intervals
+    assert budget._mean_interval([12.0, 13.0, 15.0, 19.0], [30.0, 31.0]) == pytest.approx(2.0)
+    assert budget._mean_interval([4.0, 5.0, 5.5]) == pytest.approx(0.75)
+
+
+def test_the_per_epoch_overhead_adds_to_every_epoch():
+    cost = budget.EpochCost(train_step_s=0.5, eval_batch_s=0.2, epoch_overhead_s=1.2)
+    assert cost.epoch_seconds(100, 4) == pytest.approx(52.0)
 
 
 def test_a_non_positive_budget_is_refused_by_the_recipe():
@@ -93,7 +106,7 @@ def _plan(recipe, strategy, monkeypatch):
 
 
 def test_a_budget_with_no_more_epochs_than_the_warm_up_is_a_clear_error(monkeypatch):
-    # 60 s: (60 - 0.2) * 0.97 / 10.2 s per epoch = 5 epochs, against 5 warm-up epochs
+    # 60 s: (60 - 0.2) * 0.95 / 10.2 s per epoch = 5.6 -> 5 epochs, against 5 warm-up epochs
     recipe = recipes.replace(TINY, train={"time_budget_minutes": 1.0}, schedule={"warmup_epochs": 5})
     with pytest.raises(ValueError, match=r"fits 5 epoch\(s\) here, not more than schedule.warmup_epochs=5"):
         _plan(recipe, "default", monkeypatch)
