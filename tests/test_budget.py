@@ -78,7 +78,7 @@ def test_a_budgeted_run_trains_the_planned_epochs_and_records_the_plan(tmp_path)
     with open(os.path.join(run.path, "history.csv"), encoding="utf-8") as handle:
         assert len(list(csv.DictReader(handle))) == plan["epochs"]
     # the plan is the arithmetic above on the measured costs (4,500 train / 500 val / 1,000 test images)
-    cost = budget.EpochCost(plan["train_step_s"], plan["eval_batch_s"])
+    cost = budget.EpochCost(plan["train_step_s"], plan["eval_batch_s"], plan["epoch_overhead_s"])
     assert plan["planned_epoch_s"] == pytest.approx(cost.epoch_seconds(4500 // 128, 2))
     assert plan["epochs"] == budget.epochs_within(30, plan["probe_done_at_s"], cost, 4500 // 128, 2, 2 + 4)
     with open(os.path.join(run.path, "metrics.json"), encoding="utf-8") as handle:
