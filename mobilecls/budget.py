@@ -7,8 +7,6 @@ built for that many epochs, so a budgeted run still decays its learning rate to 
 
 import dataclasses
 import math
-import os
-import tempfile
 import time
 
 from mobilecls._tf import keras
@@ -57,13 +55,14 @@ def _mean_interval(*spans):
     return sum(span[-1] - span[0] for span in spans) / sum(len(span) - 1 for span in spans)
 
 
-def measure_epoch_cost(model, train_batches, validation, steps=PROBE_STEPS, eval_batches=PROBE_EVAL_BATCHES):
+def measure_epoch_cost(model, train_batches, validation, callbacks=(), steps=PROBE_STEPS,
+                       eval_batches=PROBE_EVAL_BATCHES):
     """Time ``model`` (compiled) on the training pipeline and the validation batches, through ``fit``.
 
-    The probe is a short ``model.fit`` of two epochs, the very loop the run uses, saving the
-    weights and the model after each epoch as `fit`'s checkpoints do. Steps and batches are
-    timed (except the first ones, which trace the graph); whatever else the second epoch took
-    (saving, callbacks, starting the iterators) is the per-epoch overhead.
+    The probe is a short ``model.fit`` of two epochs, the very loop the run uses, with the run's
+    ``callbacks`` (its saving). Steps and batches are timed (except the first ones, which trace
+    the graph); whatever else the second epoch took (callbacks, starting the iterators) is the
+    per-epoch overhead.
 
     Args:
         model: a compiled Keras model; its weights are trained by the probe, so pass a copy.
@@ -71,15 +70,13 @@ def measure_epoch_cost(model, train_batches, validation, steps=PROBE_STEPS, eval
         validation: the validation ``tf.data.Dataset``, batched as `fit` evaluates it; its first
             batch is evaluated ``1 + eval_batches`` times per epoch (one batch is enough, and a
             smaller last batch would be traced again inside the timed part).
+        callbacks: what the run calls around each epoch (its checkpoints), writing elsewhere.
         steps: training steps per probe epoch, more than ``PROBE_WARMUP_STEPS``.
         eval_batches: timed validation batches per probe epoch.
     """
     clock = _Clock()
-    with tempfile.TemporaryDirectory() as folder:
-        savers = [keras.callbacks.ModelCheckpoint(os.path.join(folder, "epoch.weights.h5"), save_weights_only=True),
-                  keras.callbacks.ModelCheckpoint(os.path.join(folder, "best.keras"))]
-        model.fit(train_batches, epochs=2, steps_per_epoch=steps, callbacks=savers + [clock], verbose=0,
-                  validation_data=validation.take(1).repeat(1 + eval_batches))
+    model.fit(train_batches, epochs=2, steps_per_epoch=steps, callbacks=[*callbacks, clock], verbose=0,
+              validation_data=validation.take(1).repeat(1 + eval_batches))
     train, evals = clock.train_ends, clock.eval_ends
     train_step_s = _mean_interval(train[PROBE_WARMUP_STEPS - 1:steps], train[steps:])
     eval_batch_s = _mean_interval(evals[:1 + eval_batches], evals[1 + eval_batches:])

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 import time
 
 import numpy as np
@@ -121,6 +122,19 @@ class _Monitor(keras.callbacks.Callback):
         if not self.quiet:
             print(f"epoch {epoch + 1}: {rate:.0f} images/s, val_accuracy {logs.get('val_accuracy', float('nan')):.4f}",
                   flush=True)
+
+
+def _epoch_callbacks(folder, monitor, best_so_far=None):
+    """What a run does around every epoch, writing into ``folder`` (the budget probe times them too)."""
+    return [
+        keras.callbacks.BackupAndRestore(os.path.join(folder, "backup")),
+        monitor,
+        keras.callbacks.ModelCheckpoint(os.path.join(folder, "checkpoints", "epoch_{epoch:03d}.weights.h5"),
+                                        save_weights_only=True),
+        keras.callbacks.ModelCheckpoint(os.path.join(folder, "best.keras"), monitor="val_accuracy", mode="max",
+                                        save_best_only=True, initial_value_threshold=best_so_far),
+        keras.callbacks.CSVLogger(os.path.join(folder, "history.csv"), append=True),
+    ]
 
 
 def _check_run_folder(out, resume):
@@ -242,7 +256,7 @@ def fit(recipe, out, resume=False, quiet=False, strategy="default"):
         plan = None
         if recipe.train.time_budget_minutes and not resume:
             recipe, plan = _plan_epochs(recipe, strategy, compiled_model(recipe), batches(), validation, data,
-                                        steps, time.perf_counter() - entered, quiet)
+                                        steps, batch_size, time.perf_counter() - entered, quiet)
             keras.utils.set_random_seed(recipe.train.seed)  # the probe drew from the global seed
         if not resume:  # created only once the data loaded, so a bad spec leaves nothing behind
             os.makedirs(os.path.join(out, "checkpoints"), exist_ok=True)
@@ -253,15 +267,7 @@ def fit(recipe, out, resume=False, quiet=False, strategy="default"):
         monitor = _Monitor(batch_size, steps, quiet)
         history_path = os.path.join(out, "history.csv")
         best_so_far = _best_val_accuracy(history_path)
-        callbacks = [
-            keras.callbacks.BackupAndRestore(os.path.join(out, "backup")),
-            monitor,
-            keras.callbacks.ModelCheckpoint(os.path.join(out, "checkpoints", "epoch_{epoch:03d}.weights.h5"),
-                                            save_weights_only=True),
-            keras.callbacks.ModelCheckpoint(os.path.join(out, "best.keras"), monitor="val_accuracy", mode="max",
-                                            save_best_only=True, initial_value_threshold=best_so_far),
-            keras.callbacks.CSVLogger(history_path, append=True),
-        ]
+        callbacks = _epoch_callbacks(out, monitor, best_so_far)
         started = time.perf_counter()
         model.fit(batches(), epochs=recipe.train.epochs, steps_per_epoch=steps, validation_data=validation,
                   callbacks=callbacks, verbose=0 if quiet else 2)
@@ -302,12 +308,15 @@ def fit(recipe, out, resume=False, quiet=False, strategy="default"):
     return Run(out, metrics)
 
 
-def _plan_epochs(recipe, strategy, probe, batches, validation, data, steps, elapsed_s, quiet):
+def _plan_epochs(recipe, strategy, probe, batches, validation, data, steps, batch_size, elapsed_s, quiet):
     """The recipe with as many epochs as fit in ``train.time_budget_minutes``, and the plan."""
     if strategy == "multiworker":  # each worker would time itself and could plan a different run
         raise ValueError("train.time_budget_minutes needs strategy default or mirrored, not multiworker")
     started = time.perf_counter()
-    cost = budget.measure_epoch_cost(probe, batches, validation)
+    with tempfile.TemporaryDirectory() as folder:  # the probe saves as the run will, but elsewhere
+        os.makedirs(os.path.join(folder, "checkpoints"))
+        callbacks = _epoch_callbacks(folder, _Monitor(batch_size, steps, quiet=True))
+        cost = budget.measure_epoch_cost(probe, batches, validation, callbacks)
     elapsed_s += time.perf_counter() - started
     eval_batches = math.ceil(len(data.splits["val"].images) / EVAL_BATCH)
     final_batches = sum(math.ceil(len(data.splits[split].images) / EVAL_BATCH)

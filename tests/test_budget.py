@@ -31,7 +31,7 @@ def test_a_budget_that_fits_no_epoch_is_a_clear_error():
         budget.epochs_within(60, 61, cost, steps=1, eval_batches=1, final_batches=1)
 
 
-def test_the_probe_trains_on_exactly_its_steps_and_times_both_kinds_of_batch():
+def test_the_probe_trains_on_exactly_its_steps_and_times_both_kinds_of_batch(tmp_path):
     from mobilecls._tf import keras, tf
 
     keras.utils.set_random_seed(0)
@@ -43,7 +43,9 @@ def test_the_probe_trains_on_exactly_its_steps_and_times_both_kinds_of_batch():
     batches = tf.data.Dataset.from_tensors((pixels, targets)).repeat()
     before = model.get_weights()[0].copy()
     validation = tf.data.Dataset.from_tensors((pixels, targets))  # one batch, as a tiny val split has
-    cost = budget.measure_epoch_cost(model, batches, validation, steps=5, eval_batches=3)
+    saver = keras.callbacks.ModelCheckpoint(str(tmp_path / "probe.keras"))  # the run's saving, elsewhere
+    cost = budget.measure_epoch_cost(model, batches, validation, [saver], steps=5, eval_batches=3)
+    assert (tmp_path / "probe.keras").is_file()
     assert int(model.optimizer.iterations.numpy()) == 2 * 5  # two probe epochs
     assert not np.array_equal(before, model.get_weights()[0])
     assert cost.train_step_s > 0 and cost.eval_batch_s > 0 and cost.epoch_overhead_s > 0  # it saves each epoch
@@ -94,15 +96,16 @@ def test_a_budget_too_short_for_one_epoch_is_a_cli_error_that_writes_nothing(tmp
     assert not out.exists()
 
 
-def _plan(recipe, strategy, monkeypatch):
+def _plan(recipe, strategy, monkeypatch, probe=lambda *args: budget.EpochCost(1.0, 0.1)):
     from types import SimpleNamespace
 
     from mobilecls import train
 
-    monkeypatch.setattr(budget, "measure_epoch_cost", lambda *args: budget.EpochCost(1.0, 0.1))
+    monkeypatch.setattr(budget, "measure_epoch_cost", probe)
     split = SimpleNamespace(images=np.zeros((500, 1)))
     data = SimpleNamespace(splits={"val": split})
-    return train._plan_epochs(recipe, strategy, None, None, [None], data, steps=10, elapsed_s=0.0, quiet=True)
+    return train._plan_epochs(recipe, strategy, None, None, [None], data, steps=10, batch_size=128,
+                              elapsed_s=0.0, quiet=True)
 
 
 def test_a_budget_with_no_more_epochs_than_the_warm_up_is_a_clear_error(monkeypatch):
@@ -118,3 +121,19 @@ def test_a_budget_is_refused_with_multiworker(monkeypatch):
     recipe = recipes.replace(TINY, train={"time_budget_minutes": 1.0})
     with pytest.raises(ValueError, match="needs strategy default or mirrored, not multiworker"):
         _plan(recipe, "multiworker", monkeypatch)
+
+
+def test_the_probe_times_the_runs_own_epoch_callbacks_in_a_folder_it_removes(monkeypatch):
+    from mobilecls import train
+
+    seen = {}
+
+    def probe(model, batches, validation, callbacks):
+        seen["callbacks"] = callbacks
+        seen["folder"] = os.path.dirname(callbacks[-1].filename)  # the CSVLogger's history.csv
+        return budget.EpochCost(1.0, 0.1)
+
+    _plan(recipes.replace(TINY, train={"time_budget_minutes": 1.0}), "default", monkeypatch, probe)
+    run = train._epoch_callbacks("RUN", train._Monitor(128, 10, quiet=True))
+    assert [type(c) for c in seen["callbacks"]] == [type(c) for c in run]
+    assert not os.path.exists(seen["folder"])  # the probe's checkpoints are gone
