@@ -390,6 +390,50 @@ def report_command(results, out_dir):
     click.echo(f"wrote {out_dir}/table.md and {out_dir}/pareto.png")
 
 
+@main.command(name="study")
+@click.argument("study_path", metavar="STUDY.yaml", type=click.Path())
+@click.option("-o", "--out", "out_dir", default="study", show_default=True, type=click.Path(),
+              help="Folder for study.md (Tables I and II), study.json and fig3.png.")
+@_library_errors
+def study_command(study_path, out_dir):
+    """The study's Tables I and II and Fig. 3 from the runs' eval and bench JSON files.
+
+    Example: mobilecls study recipes/study/study.yaml -o study
+    """
+    from mobilecls.study import study_report
+
+    click.echo(study_report(study_path, out_dir), nl=False)
+    click.echo(f"wrote {out_dir}/study.md, {out_dir}/study.json and {out_dir}/fig3.png")
+
+
+@main.command(name="zoo")
+@click.argument("root", default="tflite_models", type=click.Path())
+@click.option("--check", is_flag=True, help="Only compare index.json with the files; exit 1 if they disagree.")
+@click.option("--cards", is_flag=True, help="Also (re)write README.md, the model card, in every model folder.")
+@click.option("--no-profile", is_flag=True, help="Leave out parameters and MACs (no TensorFlow import).")
+@_library_errors
+def zoo_command(root, check, cards, no_profile):
+    """(Re)generate ROOT/index.json (and model cards) from the shipped .tflite files and run files.
+
+    Example: mobilecls zoo tflite_models --cards
+    """
+    from mobilecls import zoo
+
+    if check:
+        problems = zoo.check_index(root, gzip=True)
+        for problem in problems:
+            click.echo(problem)
+        if problems:
+            raise click.ClickException(f"{len(problems)} disagreement(s) between {root}/index.json and the files")
+        click.echo(f"{root}/index.json agrees with the files")
+        return
+    index = zoo.write_index(root, profile=not no_profile)
+    click.echo(f"{root}/index.json: {len(index['models'])} files")
+    if cards:
+        for path in zoo.write_cards(root, index):
+            click.echo(f"wrote {path}")
+
+
 @main.command()
 @click.option("--recipe", "recipe_path", required=True, type=click.Path(), help="Recipe YAML (see recipes/).")
 @click.option("--set", "assignments", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a recipe value.")

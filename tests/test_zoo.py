@@ -1,0 +1,124 @@
+"""The zoo index and model cards agree with the shipped .tflite files and their run files."""
+
+import json
+import os
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from mobilecls import zoo
+from mobilecls.cli import main
+from mobilecls.files import gzip_size
+from mobilecls.tflite_file import read_facts
+
+ROOT = os.path.join(os.path.dirname(os.path.dirname(__file__)), "tflite_models")
+SMALL = "cifar10/shufflenet_v2_0.5x"  # the smallest folder (4.4 MB of .tflite files)
+
+
+def test_shipped_index_lists_every_file_once_and_agrees_with_them():
+    index = json.loads(open(os.path.join(ROOT, "index.json"), encoding="utf-8").read())
+    listed = [entry["file"] for entry in index["models"]]
+    shipped = sorted(os.path.relpath(os.path.join(folder, name), ROOT)
+                     for folder, _, names in os.walk(ROOT) for name in names if name.endswith(".tflite"))
+    assert listed == shipped and len(shipped) >= 30
+    for entry in index["models"]:
+        assert entry["size_bytes"] == os.path.getsize(os.path.join(ROOT, entry["file"]))
+        assert entry["mode"] in ("fp32", "fp16", "dynamic", "int8", "int16x8")
+        assert {"model", "build", "dataset", "io", "qat", "sparsity", "val", "gzip_bytes"} <= set(entry)
+        assert {"width", "input_size", "num_classes"} <= set(entry["build"])
+    assert zoo.check_index(ROOT) == []  # modes, I/O, sparsity, QAT, val, latency: re-read from the files
+
+
+def test_modes_read_from_the_tensors_match_what_quantize_recorded():
+    # `mobilecls quantize` wrote the mode it was asked for into each file's metadata: an
+    # independent record of what the tensors should say.
+    for entry in json.loads(open(os.path.join(ROOT, "index.json"), encoding="utf-8").read())["models"]:
+        with open(os.path.join(ROOT, entry["file"]), "rb") as handle:
+            facts = read_facts(handle.read())
+        if facts["metadata"]:
+            assert (facts["mode"], facts["io"]["input"]) == (facts["metadata"]["mode"], facts["metadata"]["io"])
+        if entry["mode"] == "int8" and entry["io"]["input"] == "int8":
+            assert entry["io"]["input_quantization"] == [1.0, -128]  # the pixels as they are
+    pruned = os.path.join(ROOT, SMALL, "shufflenet_v2_int8_pruned_qat.tflite")
+    dense = os.path.join(ROOT, SMALL, "shufflenet_v2_int8_qat.tflite")
+    with open(pruned, "rb") as a, open(dense, "rb") as b:
+        assert read_facts(a.read())["sparsity"] == 0.5 and read_facts(b.read())["sparsity"] < 0.02
+
+
+def test_shipped_gzip_sizes_are_those_of_the_files():
+    index = json.loads(open(os.path.join(ROOT, "index.json"), encoding="utf-8").read())
+    for entry in (e for e in index["models"] if e["folder"] == SMALL):
+        with open(os.path.join(ROOT, entry["file"]), "rb") as handle:
+            assert entry["gzip_bytes"] == gzip_size(handle.read())
+
+
+def test_int16x8_is_told_from_its_tensors():
+    import numpy as np
+
+    from mobilecls.convert import to_tflite
+    from mobilecls.models import build_model
+
+    model = build_model("mobilenet_v1", width=0.25, input_size=32, num_classes=10)
+    images = [np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)]
+    facts = read_facts(to_tflite(model, "int16x8", calibration=images))
+    assert facts["mode"] == "int16x8" and facts["io"]["input"] == "float32" and facts["num_classes"] == 10
+
+
+@pytest.fixture
+def small_zoo(tmp_path):
+    shutil.copytree(os.path.join(ROOT, SMALL), tmp_path / SMALL)
+    (tmp_path / SMALL / "README.md").unlink(missing_ok=True)
+    return tmp_path
+
+
+def test_index_is_made_from_the_files_and_finds_what_changed(small_zoo):
+    index = zoo.write_index(str(small_zoo), profile=False)
+    entry = next(e for e in index["models"] if e["file"].endswith("shufflenet_v2_int8_qat.tflite"))
+    assert entry["model"] == "shufflenet_v2" and entry["build"] == {"width": 0.5, "input_size": 32, "num_classes": 10}
+    assert (entry["mode"], entry["qat"], entry["dataset"], entry["seed"]) == ("int8", True, "cifar10", 0)
+    assert entry["val"]["accuracy"] == 0.861 and entry["val"]["eval"] == f"{SMALL}/eval/int8_qat.json"
+    assert entry["p50_ms"]["1"] == pytest.approx(0.0929, abs=1e-3)
+    assert zoo.check_index(str(small_zoo), gzip=True) == []
+    folder = small_zoo / SMALL
+    shutil.copy(folder / "shufflenet_v2_fp16.tflite", folder / "extra.tflite")
+    (folder / "shufflenet_v2_dynamic.tflite").unlink()
+    (folder / "shufflenet_v2_fp32.tflite").write_bytes((folder / "shufflenet_v2_int8_ptq.tflite").read_bytes())
+    problems = zoo.check_index(str(small_zoo))
+    assert f"not in the index: {SMALL}/extra.tflite" in problems
+    assert f"listed but missing: {SMALL}/shufflenet_v2_dynamic.tflite" in problems
+    assert f"{SMALL}/shufflenet_v2_fp32.tflite: mode is 'fp32' in the index, 'int8' in the files" in problems
+    # the fp32 eval JSON measured a file of another size: the index gives no val for it
+    assert any(p.startswith(f"{SMALL}/shufflenet_v2_fp32.tflite: val is {{'accuracy': 0.863") for p in problems)
+
+
+def test_cards_show_the_facts_and_never_overwrite_a_hand_written_readme(small_zoo):
+    index = zoo.write_index(str(small_zoo), profile=False)
+    (path,) = zoo.write_cards(str(small_zoo), index)
+    card = open(path, encoding="utf-8").read()
+    assert card.startswith(zoo.CARD_MARKER)
+    assert "| build keywords | `width=0.5, input_size=32, num_classes=10` |" in card
+    assert "| fit | 110 epochs, 5,126 s = 85.4 min of fit wall time, 998 training images/s |" in card
+    row = next(line for line in card.splitlines() if line.startswith("| shufflenet_v2_int8_qat.tflite"))
+    assert "| int8 | int8 | yes |" in row and "| 86.10 % | −0.20 |" in row and "| 536,336 B |" in row
+    assert "| 0.093 | 0.154 |" in row  # p50 at 1 and 2 threads from bench.json
+    assert "mobilecls quantize QAT/model.h5 --int8 --io int8 -o shufflenet_v2_int8_qat.tflite" in card
+    assert "mobilecls eval shufflenet_v2_fp32.tflite --data folder:/tmp/cifar10 --json eval/fp32.json" in card
+    assert "--sparsity 0.5 --epochs 3 --out PRUNED   # lr not recorded in prune_report.json" in card
+    zoo.write_cards(str(small_zoo), index)  # its own card is rewritten
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("# written by hand\n")
+    with pytest.raises(ValueError, match="README.md exists and was not generated by mobilecls zoo"):
+        zoo.write_cards(str(small_zoo), index)
+
+
+def test_zoo_command_writes_and_checks(small_zoo):
+    result = CliRunner().invoke(main, ["zoo", str(small_zoo), "--no-profile"])
+    assert result.exit_code == 0 and "index.json: 6 files" in result.output
+    result = CliRunner().invoke(main, ["zoo", str(small_zoo), "--check"])
+    assert result.exit_code == 0 and "agrees with the files" in result.output
+    os.unlink(small_zoo / SMALL / "shufflenet_v2_fp16.tflite")
+    result = CliRunner().invoke(main, ["zoo", str(small_zoo), "--check"])
+    assert result.exit_code == 1 and "listed but missing" in result.output
+    result = CliRunner().invoke(main, ["zoo", str(small_zoo / "nope")])
+    assert result.exit_code == 2 and "zoo folder not found" in result.output
