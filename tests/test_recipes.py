@@ -103,3 +103,51 @@ def test_imagenet_recipes_follow_the_original_papers():
     assert shuffle.train.epochs == round(3e5 * 1024 / 1_281_167)
     linear = LearningRate("linear", 0.5, total_steps=100)
     assert [float(linear(step)) for step in (0, 50, 100)] == [0.5, 0.25, 0.0]
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "recipes", "**", "*.yaml"), recursive=True)))
+def test_every_shipped_recipe_builds_its_model(path):
+    # at 32x32 whatever the recipe's input size: the keywords are what is checked, cheaply
+    from mobilecls.models import build_model
+
+    recipe = recipes.load(path)
+    model = build_model(recipe.model.name, **recipe.model.builder_kwargs(32, 10) | {"input_size": 32})
+    assert model.output_shape == (None, 10)
+
+
+STUDY_PAIRS = {("ablation_mobilenet_v1_separable", "ablation_mobilenet_v1_standard_conv"): ("separable", 0.25),
+               ("ablation_shufflenet_v1_g3_shuffle", "ablation_shufflenet_v1_g3_noshuffle"): ("shuffle", 1.0)}
+
+
+@pytest.mark.parametrize("pair", sorted(STUDY_PAIRS))
+def test_study_ablation_pairs_differ_only_in_the_switch(pair):
+    switch, width = STUDY_PAIRS[pair]
+    first, second = (recipes.load(os.path.join(ROOT, "recipes", "study", f"{name}.yaml")) for name in pair)
+    assert (getattr(first.model, switch), getattr(second.model, switch)) == (True, False)
+    a, b = first.to_dict(), second.to_dict()
+    a["model"].pop(switch), b["model"].pop(switch)
+    assert a == b  # width, epochs, schedule, augmentation, seed, QAT: all the same
+    # a pair needs the same epochs: fixed, never planned by a time budget per run
+    assert first.train.time_budget_minutes is None and first.model.width == width
+
+
+def test_study_file_names_the_recipes_builds_and_only_missing_runs():
+    import yaml
+
+    from mobilecls import study
+
+    path = os.path.join(ROOT, "study", "cifar10.yaml")
+    with open(path, encoding="utf-8") as handle:
+        members = yaml.safe_load(handle)["members"]
+    recipe_of = {"mobilenet_v1": "ablation_mobilenet_v1_separable",
+                 "mobilenet_v1_standard_conv": "ablation_mobilenet_v1_standard_conv",
+                 "shufflenet_v1": "ablation_shufflenet_v1_g3_shuffle",
+                 "shufflenet_v1_noshuffle": "ablation_shufflenet_v1_g3_noshuffle"}
+    for member, name in recipe_of.items():
+        recipe = recipes.load(os.path.join(ROOT, "recipes", "study", f"{name}.yaml"))
+        build = {k: v for k, v in recipe.model.builder_kwargs(32, 10).items() if k != "dropout"}
+        assert members[member]["build"] == build
+        assert [run["seed"] for run in members[member]["runs"]] == [0, 1]
+    # the keys are valid: what stops it before the runs exist is the first missing file
+    with pytest.raises(FileNotFoundError, match=r"members.mobilenet_v1.runs\[0\].float not found: .*mnv1_separable_s0"):
+        study.load_study(path)
