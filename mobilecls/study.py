@@ -48,8 +48,9 @@ _BUILD_KEYS = ("width", "input_size", "num_classes", "separable", "groups", "shu
 METRICS = ("accuracy", "recall", "f1")
 
 NOTES = """Notes
-- Our figures are on the held-out val split ({samples}): {data}, not the official CIFAR-10 test
-  split the study used (not available here). Mean ± sample standard deviation over the seeds
+- Our figures are on the val split held out of the training split ({samples}, stratified; read
+  from {data}), not the official CIFAR-10 test split the study used (not available here; the
+  shipped files scored about 1 point less on it than on val). Mean ± sample standard deviation over the seeds
   (n = number of seeds); a delta is "beyond seed spread" when it exceeds twice the larger of the
   two members' standard deviations.
 - Recall and F1 are macro averages. On a balanced split (CIFAR-10's test split has 1,000 images

@@ -90,7 +90,7 @@ def test_tables_show_deltas_their_sign_and_the_study_numbers(tmp_path):
     assert "| Δ no shuffle − shuffle | −2.10 (beyond seed spread) |" in table_two
     assert "same sign as the study" in table_two
     assert "macro recall equals accuracy" in text and "recipes/imagenet/" in text
-    assert "5,000 images): folder:/tmp/cifar10" in text
+    assert "held out of the training split (5,000 images, stratified; read\n  from folder:/tmp/cifar10)" in text
 
 
 def test_a_delta_within_seed_noise_is_not_called_beyond_it(tmp_path):
