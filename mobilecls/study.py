@@ -145,10 +145,15 @@ def _load_run(run, base, where):
         raise ValueError(f"{where}.bench: {run['bench']} is not a `mobilecls bench --json` file")
     int8_name = os.path.basename(loaded["int8"]["model"])
     timed = [r for r in rows if os.path.basename(r["model"]) == int8_name and int(r["threads"]) == 1]
+    timed.sort(key=lambda row: row.get("device") != "host")  # this host's LiteRT first, then phones
     if not timed:
         raise ValueError(f"{where}.bench: {run['bench']} has no 1-thread row for {int8_name}")
+    size = loaded["int8"].get("size_bytes")
+    if size is not None and timed[0].get("size_bytes") not in (None, size):
+        raise ValueError(f"{where}.bench: {run['bench']} timed a {int8_name} of {timed[0]['size_bytes']} bytes, "
+                         f"the int8 eval measured one of {size} bytes")
     loaded["int8_p50_ms"] = timed[0]["p50_ms"]
-    loaded["int8_size_bytes"] = loaded["int8"].get("size_bytes", timed[0].get("size_bytes"))
+    loaded["int8_size_bytes"] = size if size is not None else timed[0].get("size_bytes")
     loaded["metrics"] = _read_json(os.path.join(base, run["metrics"]), f"{where}.metrics") if "metrics" in run else None
     return loaded
 

@@ -28,9 +28,10 @@ def _eval(name, accuracy, size):
             "images_per_sec": 1000.0, "size_bytes": size}
 
 
-def _bench(names_p50):
-    return [{"model": f"/somewhere/{name}", "device": "host", "threads": threads, "runs": 50, "p50_ms": p50 * threads,
-             "mean_ms": p50, "size_bytes": 1000} for name, p50 in names_p50 for threads in (1, 2)]
+def _bench(rows):
+    return [{"model": f"/somewhere/{name}", "device": device, "threads": threads, "runs": 50,
+             "p50_ms": p50 * threads * (1 if device == "host" else 5), "mean_ms": p50, "size_bytes": size}
+            for device in ("adb:phone", "host") for name, p50, size in rows for threads in (1, 2)]
 
 
 def write_study(folder, members=tuple(FLOAT)):
@@ -41,10 +42,11 @@ def write_study(folder, members=tuple(FLOAT)):
             run = folder / f"{member}_s{seed}"
             (run / "eval").mkdir(parents=True)
             (run / "eval" / "fp32.json").write_text(json.dumps(_eval("m_fp32.tflite", accuracy, 4_000_000)))
+            int8_size = 1_000_000 + 1000 * seed
             (run / "eval" / "int8_qat.json").write_text(json.dumps(_eval("m_int8_qat.tflite", accuracy - 0.002,
-                                                                         1_000_000 + 1000 * seed)))
-            (run / "bench.json").write_text(json.dumps(_bench([("m_fp32.tflite", 9.0),
-                                                              ("m_int8_qat.tflite", P50[member])])))
+                                                                         int8_size)))
+            (run / "bench.json").write_text(json.dumps(_bench([("m_fp32.tflite", 9.0, 4_000_000),
+                                                              ("m_int8_qat.tflite", P50[member], int8_size)])))
             (run / "metrics.json").write_text(json.dumps({"wall_time_s": 600.0 * (seed + 1)}))
             runs.append({"seed": seed, "float": f"{run.name}/eval/fp32.json", "int8": f"{run.name}/eval/int8_qat.json",
                          "bench": f"{run.name}/bench.json", "metrics": f"{run.name}/metrics.json"})
@@ -67,7 +69,7 @@ def test_rows_hold_means_spreads_and_costs(tmp_path):
     assert spread == pytest.approx(0.2828427, abs=1e-6)  # sample sd of 87.0, 87.4
     assert rows["shufflenet_v1_noshuffle"]["float_accuracy"][1] == 0.0
     assert rows["mobilenet_v1"]["int8_accuracy"][0] == pytest.approx(87.0)
-    assert rows["mobilenet_v1"]["int8_p50_ms"][0] == pytest.approx(0.10)  # the 1-thread row of the int8 file
+    assert rows["mobilenet_v1"]["int8_p50_ms"][0] == pytest.approx(0.10)  # the host's 1-thread row of the int8 file
     assert rows["mobilenet_v1"]["int8_size_bytes"][0] == 1_000_500
     assert rows["mobilenet_v1"]["wall_time_min"] == [10.0, 20.0]
     assert rows["mobilenet_v1_standard_conv"]["macs"] == 96_000_000
@@ -123,6 +125,9 @@ def test_bad_study_files_are_one_line_errors_naming_the_thing(tmp_path):
         (lambda s: s["members"]["shufflenet_v1"]["runs"][0].update(bench=s["members"]["shufflenet_v1"]["runs"][0]
                                                                    ["float"]), ValueError,
          "is not a `mobilecls bench --json` file"),
+        (lambda s: s["members"]["shufflenet_v1"]["runs"][0].update(bench=s["members"]["shufflenet_v1"]["runs"][1]
+                                                                   ["bench"]), ValueError,
+         "timed a m_int8_qat.tflite of 1001000 bytes, the int8 eval measured one of 1000000 bytes"),
     ]
     for change, error, message in cases:
         broken = yaml.safe_load(yaml.safe_dump(spec))
