@@ -157,3 +157,46 @@ def test_study_command_writes_the_tables_the_json_and_fig3(tmp_path):
     assert (out / "study.md").read_text() in result.output
     result = CliRunner().invoke(main, ["study", str(tmp_path / "missing.yaml")])
     assert result.exit_code == 2 and "study file not found" in result.output
+
+
+@pytest.mark.slow  # ~70 s with a training run on the cores: converts, evaluates and times four files
+def test_study_reads_the_files_eval_and_bench_write(tmp_path):
+    # end to end with the project's own writers: two untrained tiny MobileNetV1s, fp32 + int8 each
+    import numpy as np
+
+    from mobilecls.bench.host import bench_host
+    from mobilecls.bench.result import write_json as write_bench
+    from mobilecls.convert import to_tflite
+    from mobilecls.data import load
+    from mobilecls.models import build_model
+
+    data = load("synthetic")
+    (tmp_path / "classes.json").write_text(json.dumps(list(data.class_names)))
+    calibration = [np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)]
+    spec = {"members": {}}
+    for member in ("mobilenet_v1", "mobilenet_v1_standard_conv"):
+        model = build_model("mobilenet_v1", **BUILD[member])
+        paths = {}
+        for kind, mode in (("float", "fp32"), ("int8", "int8")):
+            paths[kind] = tmp_path / f"{member}_{mode}.tflite"
+            paths[kind].write_bytes(to_tflite(model, mode, calibration=calibration, io="int8" if mode == "int8"
+                                              else "float32"))
+            result = CliRunner().invoke(main, ["eval", str(paths[kind]), "--data", "synthetic",
+                                               "--json", str(tmp_path / f"{member}_{mode}.json")])
+            assert result.exit_code == 0, result.output
+        write_bench(bench_host([str(paths["int8"])], threads=(1,), runs=3, warmup=1), tmp_path / f"{member}_bench.json")
+        spec["members"][member] = {"build": BUILD[member], "runs": [
+            {"seed": 0, "float": f"{member}_fp32.json", "int8": f"{member}_int8.json",
+             "bench": f"{member}_bench.json"}]}
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(spec))
+    rows = study.summarize(study.load_study(tmp_path / "study.yaml"))
+    evaluated = json.loads((tmp_path / "mobilenet_v1_standard_conv_int8.json").read_text())
+    bench = json.loads((tmp_path / "mobilenet_v1_standard_conv_bench.json").read_text())
+    standard = rows["mobilenet_v1_standard_conv"]
+    assert standard["int8_accuracy"] == (100 * evaluated["accuracy"], None, 1)
+    assert standard["int8_size_bytes"][0] == evaluated["size_bytes"] == bench[0]["size_bytes"]
+    assert standard["int8_p50_ms"][0] == bench[0]["p50_ms"]
+    assert standard["split"]["split"] == "val" and standard["macs"] > 7 * rows["mobilenet_v1"]["macs"]
+    text = study.render(rows)
+    accuracy = json.loads((tmp_path / "mobilenet_v1_standard_conv_fp32.json").read_text())["accuracy"]
+    assert f"| standard conv | {100 * accuracy:.2f} |" in text
