@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from mobilecls import zoo
 from mobilecls.cli import main
 from mobilecls.files import gzip_size
+from mobilecls.models.registry import builder_defaults, get_builder, list_models
 from mobilecls.tflite_file import read_facts
 
 ROOT = os.path.join(os.path.dirname(os.path.dirname(__file__)), "tflite_models")
@@ -53,6 +54,7 @@ def test_shipped_gzip_sizes_are_those_of_the_files():
             assert entry["gzip_bytes"] == gzip_size(handle.read())
 
 
+@pytest.mark.slow  # a TensorFlow conversion with calibration (~20 s idle); the shipped files cover the other modes
 def test_int16x8_is_told_from_its_tensors():
     import numpy as np
 
@@ -65,6 +67,14 @@ def test_int16x8_is_told_from_its_tensors():
     assert facts["mode"] == "int16x8" and facts["io"]["input"] == "float32" and facts["num_classes"] == 10
 
 
+@pytest.mark.parametrize("name", list_models())
+def test_builder_defaults_read_from_the_source_are_the_signature(name):
+    import inspect
+
+    parameters = inspect.signature(get_builder(name)).parameters
+    assert builder_defaults(name) == {key: p.default for key, p in parameters.items()}
+
+
 @pytest.fixture
 def small_zoo(tmp_path):
     shutil.copytree(os.path.join(ROOT, SMALL), tmp_path / SMALL)
@@ -75,7 +85,8 @@ def small_zoo(tmp_path):
 def test_index_is_made_from_the_files_and_finds_what_changed(small_zoo):
     index = zoo.write_index(str(small_zoo), profile=False)
     entry = next(e for e in index["models"] if e["file"].endswith("shufflenet_v2_int8_qat.tflite"))
-    assert entry["model"] == "shufflenet_v2" and entry["build"] == {"width": 0.5, "input_size": 32, "num_classes": 10}
+    assert entry["model"] == "shufflenet_v2"
+    assert entry["build"] == {"width": 0.5, "input_size": 32, "num_classes": 10, "shuffle": True}
     assert (entry["mode"], entry["qat"], entry["dataset"], entry["seed"]) == ("int8", True, "cifar10", 0)
     assert entry["val"]["accuracy"] == 0.861 and entry["val"]["eval"] == f"{SMALL}/eval/int8_qat.json"
     assert entry["p50_ms"]["1"] == pytest.approx(0.0929, abs=1e-3)
@@ -97,7 +108,7 @@ def test_cards_show_the_facts_and_never_overwrite_a_hand_written_readme(small_zo
     (path,) = zoo.write_cards(str(small_zoo), index)
     card = open(path, encoding="utf-8").read()
     assert card.startswith(zoo.CARD_MARKER)
-    assert "| build keywords | `width=0.5, input_size=32, num_classes=10` |" in card
+    assert "| build keywords | `width=0.5, input_size=32, num_classes=10, shuffle=True` |" in card
     assert "| fit | 110 epochs, 5,126 s = 85.4 min of fit wall time, 998 training images/s |" in card
     row = next(line for line in card.splitlines() if line.startswith("| shufflenet_v2_int8_qat.tflite"))
     assert "| int8 | int8 | yes |" in row and "| 86.10 % | −0.20 |" in row and "| 536,336 B |" in row

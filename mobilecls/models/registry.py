@@ -32,6 +32,28 @@ def get_builder(name):
     return getattr(importlib.import_module(module), function)
 
 
+def builder_defaults(name):
+    """The keywords of ``name``'s builder with their defaults, read from its source (no TensorFlow).
+
+    The model modules import TensorFlow, so this parses the builder's signature with ``ast``
+    instead of importing it (the zoo index needs the defaults and must stay quick).
+
+    Raises:
+        ValueError: ``name`` is not registered.
+    """
+    import ast
+    import importlib.util
+
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown model {name!r}; expected one of: {', '.join(list_models())}")
+    module, function = _BUILDERS[name].split(":")
+    with open(importlib.util.find_spec(module).origin, encoding="utf-8") as handle:
+        tree = ast.parse(handle.read())
+    node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == function)
+    arguments = node.args.args[len(node.args.args) - len(node.args.defaults):]
+    return {arg.arg: ast.literal_eval(default) for arg, default in zip(arguments, node.args.defaults, strict=True)}
+
+
 def build_model(name, **kwargs):
     """Build the registered model ``name`` as a new Functional tf_keras model.
 
