@@ -428,7 +428,7 @@ def zoo_command(root, check, cards, no_profile):
         click.echo(f"{root}/index.json agrees with the files")
         return
     index = zoo.write_index(root, profile=not no_profile)
-    click.echo(f"{root}/index.json: {len(index['models'])} files")
+    click.echo(f"{root}/index.json: {len(index)} files")
     if cards:
         for path in zoo.write_cards(root, index):
             click.echo(f"wrote {path}")

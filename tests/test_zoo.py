@@ -19,11 +19,11 @@ SMALL = "cifar10/shufflenet_v2_0.5x"  # the smallest folder (4.4 MB of .tflite f
 
 def test_shipped_index_lists_every_file_once_and_agrees_with_them():
     index = json.loads(open(os.path.join(ROOT, "index.json"), encoding="utf-8").read())
-    listed = [entry["file"] for entry in index["models"]]
+    listed = [entry["file"] for entry in index]
     shipped = sorted(os.path.relpath(os.path.join(folder, name), ROOT)
                      for folder, _, names in os.walk(ROOT) for name in names if name.endswith(".tflite"))
     assert listed == shipped and len(shipped) >= 30
-    for entry in index["models"]:
+    for entry in index:
         assert entry["size_bytes"] == os.path.getsize(os.path.join(ROOT, entry["file"]))
         assert entry["mode"] in ("fp32", "fp16", "dynamic", "int8", "int16x8")
         assert {"model", "build", "dataset", "io", "qat", "sparsity", "val", "gzip_bytes"} <= set(entry)
@@ -34,7 +34,7 @@ def test_shipped_index_lists_every_file_once_and_agrees_with_them():
 def test_modes_read_from_the_tensors_match_what_quantize_recorded():
     # `mobilecls quantize` wrote the mode it was asked for into each file's metadata: an
     # independent record of what the tensors should say.
-    for entry in json.loads(open(os.path.join(ROOT, "index.json"), encoding="utf-8").read())["models"]:
+    for entry in json.loads(open(os.path.join(ROOT, "index.json"), encoding="utf-8").read()):
         with open(os.path.join(ROOT, entry["file"]), "rb") as handle:
             facts = read_facts(handle.read())
         if facts["metadata"]:
@@ -49,7 +49,7 @@ def test_modes_read_from_the_tensors_match_what_quantize_recorded():
 
 def test_shipped_gzip_sizes_are_those_of_the_files():
     index = json.loads(open(os.path.join(ROOT, "index.json"), encoding="utf-8").read())
-    for entry in (e for e in index["models"] if e["folder"] == SMALL):
+    for entry in (e for e in index if e["folder"] == SMALL):
         with open(os.path.join(ROOT, entry["file"]), "rb") as handle:
             assert entry["gzip_bytes"] == gzip_size(handle.read())
 
@@ -84,7 +84,7 @@ def small_zoo(tmp_path):
 
 def test_index_is_made_from_the_files_and_finds_what_changed(small_zoo):
     index = zoo.write_index(str(small_zoo), profile=False)
-    entry = next(e for e in index["models"] if e["file"].endswith("shufflenet_v2_int8_qat.tflite"))
+    entry = next(e for e in index if e["file"].endswith("shufflenet_v2_int8_qat.tflite"))
     assert entry["model"] == "shufflenet_v2"
     assert entry["build"] == {"width": 0.5, "input_size": 32, "num_classes": 10, "shuffle": True}
     assert (entry["mode"], entry["qat"], entry["dataset"], entry["seed"]) == ("int8", True, "cifar10", 0)
