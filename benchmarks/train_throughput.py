@@ -32,9 +32,9 @@ from mobilecls.recipes import AugmentSection
 BATCH = 128
 
 
-def data(count=BATCH * 40, seed=0):
+def data(count=BATCH * 40, seed=0, size=32):
     rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, count)
+    return rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8), rng.integers(0, 10, count)
 
 
 def baseline_batches(images, labels):
@@ -70,19 +70,19 @@ def parse_spec(spec):
     return name, keywords
 
 
-def compiled_model(name, keywords, dataset):
+def compiled_model(name, keywords, dataset, input_size=32):
     """A model ready to train, warmed up (tracing and allocation) on a few steps."""
-    model = build_model(name, input_size=32, num_classes=10, **keywords)
+    model = build_model(name, input_size=input_size, num_classes=10, **keywords)
     model.compile(keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
                   keras.losses.CategoricalCrossentropy(from_logits=True))
     model.fit(dataset, steps_per_epoch=3, epochs=1, verbose=0)
     return model
 
 
-def timed_rate(model, dataset, steps):
+def timed_rate(model, dataset, steps, batch=BATCH):
     start = time.perf_counter()
     model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
-    return steps * BATCH / (time.perf_counter() - start)
+    return steps * batch / (time.perf_counter() - start)
 
 
 def training_rate(name, width, dataset, steps, policy, rounds=3):
@@ -94,16 +94,19 @@ def training_rate(name, width, dataset, steps, policy, rounds=3):
         keras.mixed_precision.set_global_policy("float32")
 
 
-def side_by_side(specs, dataset, steps, rounds):
+def side_by_side(specs, steps, rounds, input_size, batch):
     """Median images/s of each model, trained in interleaved rounds, and the ratio to the first."""
-    models = {spec: compiled_model(*parse_spec(spec), dataset) for spec in specs}
+    images, labels = data(count=batch * 8, size=input_size)
+    dataset = training_batches(images, labels, batch, AugmentSection(crop_padding=4, flip=True), 10)
+    models = {spec: compiled_model(*parse_spec(spec), dataset, input_size) for spec in specs}
     rates = {spec: [] for spec in specs}
     for _ in range(rounds):
         for spec, model in models.items():
-            rates[spec].append(timed_rate(model, dataset, steps))
+            rates[spec].append(timed_rate(model, dataset, steps, batch))
     medians = {spec: statistics.median(values) for spec, values in rates.items()}
     first = medians[specs[0]]
-    print(f"{'model (float32, 32x32, batch 128)':<44} {'images/s':>9} {'ratio':>6}  (rates of the rounds)")
+    header = f"model (float32, {input_size}x{input_size}, batch {batch})"
+    print(f"{header:<44} {'images/s':>9} {'ratio':>6}  (rates of the rounds)")
     for spec in specs:
         rounds_text = " ".join(f"{rate:.0f}" for rate in rates[spec])
         print(f"{spec:<44} {medians[spec]:>9,.0f} {medians[spec] / first:>6.3f}  ({rounds_text})")
@@ -116,12 +119,14 @@ def main():
     parser.add_argument("--side-by-side", action="store_true",
                         help="Only train the models, in interleaved rounds, with ratios to the first.")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--input-size", type=int, default=32, help="--side-by-side only.")
+    parser.add_argument("--batch-size", type=int, default=BATCH, help="--side-by-side only.")
     args = parser.parse_args()
+    if args.side_by_side:
+        side_by_side(args.models.split(","), args.steps, args.rounds, args.input_size, args.batch_size)
+        return
     images, labels = data()
     ours = training_batches(images, labels, BATCH, AugmentSection(crop_padding=4, flip=True), 10)
-    if args.side_by_side:
-        side_by_side(args.models.split(","), ours, args.steps, args.rounds)
-        return
     plain = baseline_batches(images, labels)
     ours_rate, plain_rate = pipeline_rate(ours, args.steps * 3), pipeline_rate(plain, args.steps * 3)
     print(f"pipeline only: mobilecls {ours_rate:,.0f} images/s, per-image baseline {plain_rate:,.0f} images/s, "
