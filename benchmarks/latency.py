@@ -2,6 +2,8 @@
 
 Prints the median of many invokes at 1 and 2 threads for:
   - mobilecls shufflenet_v2 1.0 and its shuffle=False ablation (cost of the shuffle),
+  - mobilecls shufflenet_v1 g=3 1.0 in its block layout and as the textbook graph
+    (Conv2D(groups=3), Reshape -> Permute -> Reshape shuffle), the same function,
   - mobilecls mobilenet_v2 1.0 and tf_keras.applications.MobileNetV2 1.0 (weights=None)
     converted the standard way (from_keras_model + representative dataset, int8),
 and the ratios against the targets. Models are timed interleaved, so drift hits all equally.
@@ -60,6 +62,9 @@ def main():
         "shufflenet_v2 1.0": to_tflite(build_model("shufflenet_v2"), "int8", calibration(), io="int8"),
         "shufflenet_v2 1.0 shuffle=False": to_tflite(build_model("shufflenet_v2", shuffle=False), "int8",
                                                      calibration(), io="int8"),
+        "shufflenet_v1 g=3 1.0": to_tflite(build_model("shufflenet_v1"), "int8", calibration(), io="int8"),
+        "shufflenet_v1 g=3 1.0 textbook graph": to_tflite(build_model("shufflenet_v1", grouped_conv=True), "int8",
+                                                          calibration(), io="int8"),
         "mobilenet_v2 1.0 (mobilecls)": to_tflite(build_model("mobilenet_v2"), "int8", calibration(), io="int8"),
         "MobileNetV2 1.0 (tf_keras.applications)": keras_application_int8(),
     }
@@ -86,6 +91,8 @@ def main():
 
     ratios = [
         ("shufflenet_v2 / its shuffle=False ablation", "shufflenet_v2 1.0", "shufflenet_v2 1.0 shuffle=False", 1.15),
+        ("shufflenet_v1 g=3 blocks / textbook graph", "shufflenet_v1 g=3 1.0", "shufflenet_v1 g=3 1.0 textbook graph",
+         1.00),
         ("mobilecls mobilenet_v2 / Keras MobileNetV2", "mobilenet_v2 1.0 (mobilecls)",
          "MobileNetV2 1.0 (tf_keras.applications)", 1.02),
         ("shufflenet_v2 1.0 / Keras MobileNetV2", "shufflenet_v2 1.0", "MobileNetV2 1.0 (tf_keras.applications)", 0.50),

@@ -7,7 +7,14 @@ Prints images/s of:
     flip) + model.fit, as in the TensorFlow tutorials,
 and the ratios. Each training figure is the median of timed epochs after a warm-up epoch.
 
+With ``--side-by-side``, it instead trains the listed models (float32, mobilecls pipeline) in
+interleaved rounds, so that drift of the machine hits all of them, and prints each one's
+images/s and its ratio to the first model. A model is NAME:WIDTH[:KEY=VALUE...], the keys being
+build keywords (e.g. shufflenet_v1:1.0:groups=8, shufflenet_v1:1.0:grouped_conv=true).
+
     python benchmarks/train_throughput.py [--steps 30] [--models shufflenet_v2:0.5,mobilenet_v2:1.0]
+    python benchmarks/train_throughput.py --side-by-side --steps 10 --rounds 5 \
+        --models shufflenet_v2:1.0,shufflenet_v1:1.0:groups=3,shufflenet_v1:1.0:groups=8
 """
 
 import argparse
@@ -15,6 +22,7 @@ import statistics
 import time
 
 import numpy as np
+import yaml
 
 from mobilecls._tf import keras, tf
 from mobilecls.data.pipeline import training_batches
@@ -24,9 +32,9 @@ from mobilecls.recipes import AugmentSection
 BATCH = 128
 
 
-def data(count=BATCH * 40, seed=0):
+def data(count=BATCH * 40, seed=0, size=32):
     rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, count)
+    return rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8), rng.integers(0, 10, count)
 
 
 def baseline_batches(images, labels):
@@ -52,28 +60,71 @@ def pipeline_rate(dataset, steps):
     return steps * BATCH / (time.perf_counter() - start)
 
 
+def parse_spec(spec):
+    """NAME:WIDTH[:KEY=VALUE...] -> (name, build keywords)."""
+    name, width, *options = spec.split(":")
+    keywords = {"width": float(width)}
+    for option in options:
+        key, _, value = option.partition("=")
+        keywords[key] = yaml.safe_load(value)
+    return name, keywords
+
+
+def compiled_model(name, keywords, dataset, input_size=32):
+    """A model ready to train, warmed up (tracing and allocation) on a few steps."""
+    model = build_model(name, input_size=input_size, num_classes=10, **keywords)
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
+                  keras.losses.CategoricalCrossentropy(from_logits=True))
+    model.fit(dataset, steps_per_epoch=3, epochs=1, verbose=0)
+    return model
+
+
+def timed_rate(model, dataset, steps, batch=BATCH):
+    start = time.perf_counter()
+    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
+    return steps * batch / (time.perf_counter() - start)
+
+
 def training_rate(name, width, dataset, steps, policy, rounds=3):
     keras.mixed_precision.set_global_policy(policy)
     try:
-        model = build_model(name, width=width, input_size=32, num_classes=10)
-        model.compile(keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
-                      keras.losses.CategoricalCrossentropy(from_logits=True))
-        model.fit(dataset, steps_per_epoch=3, epochs=1, verbose=0)  # warm-up: tracing, allocation
-        rates = []
-        for _ in range(rounds):
-            start = time.perf_counter()
-            model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
-            rates.append(steps * BATCH / (time.perf_counter() - start))
-        return statistics.median(rates)
+        model = compiled_model(name, {"width": width}, dataset)
+        return statistics.median(timed_rate(model, dataset, steps) for _ in range(rounds))
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def side_by_side(specs, steps, rounds, input_size, batch):
+    """Median images/s of each model, trained in interleaved rounds, and the ratio to the first."""
+    images, labels = data(count=batch * 8, size=input_size)
+    dataset = training_batches(images, labels, batch, AugmentSection(crop_padding=4, flip=True), 10)
+    models = {spec: compiled_model(*parse_spec(spec), dataset, input_size) for spec in specs}
+    rates = {spec: [] for spec in specs}
+    for _ in range(rounds):
+        for spec, model in models.items():
+            rates[spec].append(timed_rate(model, dataset, steps, batch))
+    medians = {spec: statistics.median(values) for spec, values in rates.items()}
+    first = medians[specs[0]]
+    header = f"model (float32, {input_size}x{input_size}, batch {batch})"
+    print(f"{header:<44} {'images/s':>9} {'ratio':>6}  (rates of the rounds)")
+    for spec in specs:
+        rounds_text = " ".join(f"{rate:.0f}" for rate in rates[spec])
+        print(f"{spec:<44} {medians[spec]:>9,.0f} {medians[spec] / first:>6.3f}  ({rounds_text})")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--models", default="shufflenet_v2:0.5,shufflenet_v2:1.0,mobilenet_v2:1.0")
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="Only train the models, in interleaved rounds, with ratios to the first.")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--input-size", type=int, default=32, help="--side-by-side only.")
+    parser.add_argument("--batch-size", type=int, default=BATCH, help="--side-by-side only.")
     args = parser.parse_args()
+    if args.side_by_side:
+        side_by_side(args.models.split(","), args.steps, args.rounds, args.input_size, args.batch_size)
+        return
     images, labels = data()
     ours = training_batches(images, labels, BATCH, AugmentSection(crop_padding=4, flip=True), 10)
     plain = baseline_batches(images, labels)
@@ -83,9 +134,9 @@ def main():
     print(f"\n{'model':<22} {'mobilecls f32':>14} {'baseline f32':>13} {'ratio':>6} {'mobilecls bf16':>15}")
     for spec in args.models.split(","):
         name, width = spec.split(":")
-        rate = training_rate(name, float(width), ours, args.steps, "float32")
-        base = training_rate(name, float(width), plain, args.steps, "float32")
-        bf16 = training_rate(name, float(width), ours, args.steps, "mixed_bfloat16")
+        rate = training_rate(name, float(width), ours, args.steps, "float32", args.rounds)
+        base = training_rate(name, float(width), plain, args.steps, "float32", args.rounds)
+        bf16 = training_rate(name, float(width), ours, args.steps, "mixed_bfloat16", args.rounds)
         print(f"{name + ' ' + width + 'x':<22} {rate:>14,.0f} {base:>13,.0f} {rate / base:>6.2f} {bf16:>15,.0f}")
 
 

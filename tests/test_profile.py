@@ -57,7 +57,7 @@ def test_per_layer_costs_use_the_output_size_and_the_right_equation():
 def test_grouped_pointwise_conv_divides_by_groups():
     from mobilecls.models import build_model
 
-    costs = {c.name: c for c in layer_costs(build_model("shufflenet_v1", groups=3, input_size=224))}
+    costs = {c.name: c for c in layer_costs(build_model("shufflenet_v1", groups=3, input_size=224, grouped_conv=True))}
     g = costs["stage_3_unit_2_gconv1"]
     assert (g.kind, g.groups) == ("group", 3)
     assert g.macs == 14 * 14 * 480 * 120 // 3

@@ -20,15 +20,15 @@ def test_channel_shuffle_follows_eq_7(channels, groups):
         assert out[i // per_group + (i % per_group) * groups] == i  # eq. (7)
 
 
-def test_channel_shuffle_uses_only_reshape_and_permute():
-    model = build_model("shufflenet_v1", input_size=32, num_classes=10)
+def test_textbook_channel_shuffle_uses_only_reshape_and_permute():
+    model = build_model("shufflenet_v1", input_size=32, num_classes=10, grouped_conv=True)
     kinds = {type(layer).__name__ for layer in model.layers if "_shuffle_" in layer.name}
     assert kinds == {"Reshape", "Permute"}
 
 
-def test_shuffle_false_removes_the_shuffle_and_nothing_else():
-    on = build_model("shufflenet_v1", input_size=32, num_classes=10)
-    off = build_model("shufflenet_v1", input_size=32, num_classes=10, shuffle=False)
+def test_textbook_shuffle_false_removes_the_shuffle_and_nothing_else():
+    on = build_model("shufflenet_v1", input_size=32, num_classes=10, grouped_conv=True)
+    off = build_model("shufflenet_v1", input_size=32, num_classes=10, shuffle=False, grouped_conv=True)
     assert on.count_params() == off.count_params()
     assert {layer.name for layer in on.layers} - {layer.name for layer in off.layers} == {
         layer.name for layer in on.layers if "_shuffle_" in layer.name}
