@@ -12,18 +12,50 @@ what lets ``tfmot.quantization.keras.quantize_model`` accept every mobilecls mod
 ``quantize_scope`` or ``quantize_annotate_layer`` at the call site.
 """
 
+import contextlib
 import os
+import sys
 
+
+@contextlib.contextmanager
+def _native_stderr_silenced(silence):
+    """Send what native code writes to file descriptor 2 to /dev/null while TensorFlow starts.
+
+    Why: TensorFlow's start-up lines (``oneDNN custom operations are on``, ``Could not find cuda
+    drivers``, ``failed call to cuInit`` on a CPU-only machine) are written by C++ before its
+    log level applies, so TF_CPP_MIN_LOG_LEVEL cannot hide them; the terminal is kept for
+    mobilecls' own output. Python exceptions still propagate.
+    """
+    if not silence:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+# A user's own TF_CPP_MIN_LOG_LEVEL wins: then TensorFlow logs as that user asked.
+_quiet = "TF_CPP_MIN_LOG_LEVEL" not in os.environ
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-import tensorflow as tf  # noqa: E402
-import tensorflow_model_optimization as tfmot  # noqa: E402
-import tf_keras as keras  # noqa: E402
-from ai_edge_litert.interpreter import Interpreter, OpResolverType  # noqa: E402
-from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # noqa: E402
-    default_8bit_quantize_registry as _registry,
-)
+with _native_stderr_silenced(_quiet):
+    import tensorflow as tf
+    import tensorflow_model_optimization as tfmot
+    import tf_keras as keras
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_registry as _registry,
+    )
+
+    tf.config.list_physical_devices()  # initialises the platforms (cuInit) now, while silenced
 
 __all__ = ["tf", "keras", "tfmot", "Interpreter", "OpResolverType"]
 

@@ -47,3 +47,24 @@ def test_bad_input_is_a_one_line_error_with_status_2():
     assert "input_size must be a multiple of 32" in result.output
     result = CliRunner().invoke(main, ["profile", "resnet"])
     assert result.exit_code == 2
+
+
+def _models_command(env_level):
+    import os
+
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    if env_level is not None:
+        env["TF_CPP_MIN_LOG_LEVEL"] = env_level
+    return subprocess.run([sys.executable, "-c", "from mobilecls.cli import main; main()", "models",
+                           "--input-size", "32", "--num-classes", "10"], capture_output=True, text=True, env=env)
+
+
+def test_a_command_prints_no_tensorflow_start_up_lines():
+    result = _models_command(None)
+    assert result.returncode == 0 and "mobilenet_v1" in result.stdout
+    assert result.stderr == ""  # no oneDNN / cuda / cuInit lines
+
+
+def test_the_users_own_tensorflow_log_level_wins():
+    result = _models_command("0")  # the user asked for every TensorFlow line
+    assert result.returncode == 0 and "oneDNN" in result.stderr
