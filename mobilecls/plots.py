@@ -1,7 +1,6 @@
 """Training curves and confusion-matrix plots (matplotlib, no display needed)."""
 
 import csv
-import os
 
 
 def _pyplot():
@@ -14,9 +13,10 @@ def _pyplot():
 
 
 def _save(figure, path):
-    temporary = f"{path}.tmp.png"
-    figure.savefig(temporary, dpi=110, bbox_inches="tight")
-    os.replace(temporary, path)
+    from mobilecls.files import replacing
+
+    with replacing(path) as temporary:  # never a half-written image, even when killed
+        figure.savefig(temporary, dpi=110, bbox_inches="tight")
 
 
 def plot_curves(history_csv, path):
