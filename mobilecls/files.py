@@ -113,6 +113,23 @@ def sha256(path):
     return digest.hexdigest()
 
 
+def check_output_file(path, option):
+    """Refuse an output file path that cannot be written, before any work is done.
+
+    Raises:
+        ValueError: ``path`` is a folder, or its folder is a file or not writable.
+    """
+    if os.path.isdir(path):
+        raise ValueError(f"{option} {path} is a folder; give a file path")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):  # write_atomically creates missing folders
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"{option} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"{option} {path}: {parent} is not writable")
+
+
 def write_json(path, values):
     """``write_atomically`` of ``values`` as indented JSON."""
     write_atomically(path, json.dumps(values, indent=2))
