@@ -24,12 +24,18 @@ def new_state(plan=None):
 
 
 def read(folder):
-    """The manifest of ``folder``; a run killed before writing one starts from epoch 0."""
+    """The manifest of ``folder`` (every run folder has one from the moment it exists).
+
+    Raises:
+        ValueError: no manifest (a run of an older mobilecls, whose checkpoints cannot be
+            resumed exactly and must not be deleted), or one that is not JSON.
+    """
     import json
 
     path = os.path.join(folder, MANIFEST)
     if not os.path.isfile(path):
-        return new_state()
+        raise ValueError(f"cannot resume {folder}: it has no {MANIFEST} (a run made by mobilecls before "
+                         "resumable manifests); finish it with that version or start a new run")
     with open(path, encoding="utf-8") as handle:
         try:
             state = json.load(handle)

@@ -162,6 +162,16 @@ def test_resume_refuses_a_folder_whose_recorded_files_changed(tmp_path, tiny_mod
         train.fit(None, out, resume=True, quiet=True)
 
 
+def test_a_run_folder_without_a_manifest_is_refused_and_left_alone(tmp_path):
+    out = tmp_path / "old"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "epoch_001.weights.h5").write_bytes(b"weights of an older mobilecls")
+    recipes.save(recipes.from_dict({"model": {"name": "mobilenet_v1"}}), str(out / "recipe.yaml"))
+    message = _one_line_error(_invoke("fit", "--resume", out))
+    assert "it has no state.json" in message
+    assert os.listdir(out / "checkpoints") == ["epoch_001.weights.h5"]
+
+
 def test_resuming_a_finished_run_returns_its_metrics_without_training(tiny_model):
     from mobilecls import train
 

@@ -62,7 +62,8 @@ def tfds_dataset(name, data_dir=None, split_names=None, resize=None, manual_dir=
     image_key, label_key = info.supervised_keys
     height, width, channels = info.features[image_key].shape
     if resize is None and (height is None or width is None):
-        raise ValueError(f"the images of TFDS dataset {name!r} vary in size; set data.image_size (e.g. --set data.image_size=224)")
+        raise ValueError(f"the images of TFDS dataset {name!r} vary in size; set data.image_size "
+                         "(e.g. --set data.image_size=224)")
     if channels not in (1, 3):
         raise ValueError(f"TFDS dataset {name!r} has {channels}-channel images; expected 1 or 3")
     class_names = tuple(info.features[label_key].names)
