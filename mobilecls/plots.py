@@ -20,7 +20,7 @@ def _save(figure, path):
 
 
 def plot_curves(history_csv, path):
-    """Loss and accuracy per epoch (train and val) from a Keras CSVLogger file."""
+    """Loss and accuracy per epoch (train and val) from a run's history.csv."""
     plt = _pyplot()
     with open(history_csv, encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
