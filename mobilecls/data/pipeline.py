@@ -71,26 +71,26 @@ def training_batches(images, labels, batch_size, augment, num_classes, label_smo
         first_epoch: the epoch (from 0) whose batches come first.
     """
     steps = len(images) // batch_size
-    examples = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
-    seed = int(seed)
+    # Held once as tensors; each batch gathers its images by index (one vectorised copy per batch).
+    pixels, targets = tf.constant(images), tf.constant(labels.astype(np.int32))
+    seed = tf.constant(int(seed), tf.int64)
 
     def epoch(index):
-        # A shuffle seeded by (seed, epoch): tf.data combines the op seed with the global one,
-        # which fit sets from the same seed, so the order never depends on earlier epochs.
-        order = examples.shuffle(len(images), seed=seed * 1_000_003 + index, reshuffle_each_iteration=False)
-        return order.batch(batch_size, drop_remainder=True)
+        # The order is a stateless function of (seed, epoch): no RNG state carries over from the
+        # epochs before, so a resumed run needs none restored.
+        keys = tf.random.stateless_uniform([len(images)], tf.stack([seed, index]))
+        return tf.data.Dataset.from_tensor_slices(tf.argsort(keys)).batch(batch_size, drop_remainder=True)
 
     dataset = tf.data.Dataset.range(first_epoch, _NO_END).flat_map(epoch)
     # The augmentation seed is (seed, global step), the same step numbering a resumed run continues.
     dataset = tf.data.Dataset.zip((dataset, tf.data.Dataset.counter(start=first_epoch * steps)))
 
-    def transform(batch, step):
-        pixels, targets = batch
-        pixels = augment_batch(pixels, augment, tf.stack([tf.constant(seed, tf.int64), step]))
-        one_hot = tf.one_hot(targets, num_classes)
+    def transform(indices, step):
+        batch = augment_batch(tf.gather(pixels, indices), augment, tf.stack([seed, step]))
+        one_hot = tf.one_hot(tf.gather(targets, indices), num_classes)
         if label_smoothing:
             one_hot = one_hot * (1 - label_smoothing) + label_smoothing / num_classes
-        return pixels, one_hot
+        return batch, one_hot
 
     return dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
