@@ -243,11 +243,13 @@ def _prepare_resume(out, state, model, distribution):
 def _check_splits(data, recipe):
     """Enough images to train and validate, or a message that says what to change."""
     train, val = data.splits["train"], data.splits["val"]
-    per_class = np.bincount(train.labels, minlength=len(data.class_names)) if len(train.labels) else [0]
-    if len(train.images) == 0 or len(val.images) == 0:
-        raise ValueError(f"data {recipe.data.spec}: {len(train.images)} training and {len(val.images)} validation "
-                         f"images; with data.val_fraction={recipe.data.val_fraction:g} every class needs at "
-                         f"least 2 images (the fewest has {int(np.min(per_class)) + 0})")
+    if len(train.images) and len(val.images):
+        return
+    per_class = np.bincount(np.concatenate([train.labels, val.labels]).astype(np.int64),
+                            minlength=len(data.class_names))
+    raise ValueError(f"data {recipe.data.spec}: {len(train.images)} training and {len(val.images)} validation "
+                     f"images; with data.val_fraction={recipe.data.val_fraction:g} every class needs at least 2 "
+                     f"images (the fewest has {int(per_class.min()) if len(per_class) else 0})")
 
 
 def _float32_copy(model, kwargs, name):
