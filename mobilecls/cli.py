@@ -1,14 +1,17 @@
 """The `mobilecls` command line: thin commands that parse, call the library and print.
 
 TensorFlow is imported only inside commands, so `mobilecls --help` answers instantly. Library
-errors (ValueError, FileNotFoundError) become one-line click errors with exit status 2.
+errors (ValueError, FileNotFoundError) become one-line click errors with exit status 2; a full
+disk, a failing device and an interrupt are one line with exit status 1.
 """
 
+import errno
 import functools
 import json
 
 import click
 
+from mobilecls.files import check_output_file  # no TensorFlow import either
 from mobilecls.models.registry import list_models  # no TensorFlow import
 
 
@@ -21,8 +24,19 @@ def _library_errors(command):
             return command(*args, **kwargs)
         except (ValueError, FileNotFoundError) as error:
             raise click.UsageError(str(error)) from None
+        except Exception as error:
+            if _disk_full(error):
+                raise click.ClickException(f"no space left on device ({str(error).splitlines()[0][:200]}); free "
+                                           "some space and run the command again: files written before are "
+                                           "intact") from None
+            raise
 
     return wrapper
+
+
+def _disk_full(error):
+    """ENOSPC, however it arrives (OSError, h5py, or TensorFlow's ResourceExhaustedError)."""
+    return getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in str(error)
 
 
 def _model_options(command):
@@ -119,6 +133,7 @@ def fit(recipe_path, assignments, model, data, data_dir, epochs, batch_size, see
 
     Example: mobilecls fit --recipe recipes/demo.yaml --out runs/demo
     """
+    import os
     import time
 
     from mobilecls import recipes
@@ -144,6 +159,11 @@ def fit(recipe_path, assignments, model, data, data_dir, epochs, batch_size, see
         run = fit_recipe(recipe, out, resume=bool(resume), quiet=quiet, strategy=strategy)
     except KeyboardInterrupt:
         raise click.ClickException(f"interrupted; resume with: mobilecls fit --resume {out}") from None
+    except Exception as error:
+        if _disk_full(error) and os.path.isfile(os.path.join(out, "state.json")):
+            raise click.ClickException(f"no space left on device; the epochs finished so far are kept: free "
+                                       f"some space and resume with: mobilecls fit --resume {out}") from None
+        raise
     val = run.metrics["val"]
     click.echo(f"{run.path}: val accuracy {val['accuracy']:.4f}, top-5 {val['top5']:.4f}, "
                f"macro recall {val['recall']:.4f}, F1 {val['f1']:.4f}, "
@@ -221,6 +241,8 @@ def evaluate(model_paths, data, data_dir, split, compare, json_out):
     """
     from mobilecls import evaluate as evaluation
 
+    if json_out:
+        check_output_file(json_out, "--json")
     if len(model_paths) != (2 if compare else 1):
         raise click.UsageError("--compare takes exactly two models" if compare else "give one model (or --compare A B)")
     if compare:
@@ -353,6 +375,9 @@ def bench(models, threads, runs, warmup, min_seconds, json_out, csv_out, adb, se
     """
     from mobilecls.bench import result as results
 
+    for path, option in ((json_out, "--json"), (csv_out, "--csv")):
+        if path:
+            check_output_file(path, option)
     if adb:
         from mobilecls.bench.adb import DeviceError, bench_adb
 

@@ -198,11 +198,16 @@ def read_metadata(content):
     content = bytes(content)
     if len(content) < 8 or content[4:8] != b"TFL3":
         raise ValueError("not a TFLite file (no TFL3 identifier)")
-    model = schema.Model.GetRootAsModel(content, 0)
-    for index in range(model.MetadataLength()):
-        entry = model.Metadata(index)
-        if entry.Name() == METADATA_NAME.encode():
-            return json.loads(bytes(model.Buffers(entry.Buffer()).DataAsNumpy()).decode("utf-8"))
+    import struct
+
+    try:
+        model = schema.Model.GetRootAsModel(content, 0)
+        for index in range(model.MetadataLength()):
+            entry = model.Metadata(index)
+            if entry.Name() == METADATA_NAME.encode():
+                return json.loads(bytes(model.Buffers(entry.Buffer()).DataAsNumpy()).decode("utf-8"))
+    except (struct.error, IndexError, UnicodeDecodeError, ValueError):  # offsets past the end: cut short
+        raise ValueError("truncated or damaged TFLite file (its tables point past the end)") from None
     return None
 
 

@@ -36,6 +36,8 @@ def run_pipeline(recipe, out, quiet=False, bench_threads=(1, 2), bench_runs=30):
     if os.path.isfile(saved):
         if recipes.load(saved) != recipe:
             raise ValueError(f"{out} holds a pipeline of another recipe ({saved}); choose another --out")
+    elif os.path.isfile(out) or (os.path.isdir(out) and os.listdir(out)):
+        raise ValueError(f"--out {out} exists and is not a pipeline folder (no recipe.yaml); choose another --out")
     else:
         os.makedirs(out, exist_ok=True)
         recipes.save(recipe, saved)

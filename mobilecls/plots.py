@@ -1,7 +1,6 @@
 """Training curves and confusion-matrix plots (matplotlib, no display needed)."""
 
 import csv
-import os
 
 
 def _pyplot():
@@ -14,13 +13,14 @@ def _pyplot():
 
 
 def _save(figure, path):
-    temporary = f"{path}.tmp.png"
-    figure.savefig(temporary, dpi=110, bbox_inches="tight")
-    os.replace(temporary, path)
+    from mobilecls.files import replacing
+
+    with replacing(path) as temporary:  # never a half-written image, even when killed
+        figure.savefig(temporary, dpi=110, bbox_inches="tight")
 
 
 def plot_curves(history_csv, path):
-    """Loss and accuracy per epoch (train and val) from a Keras CSVLogger file."""
+    """Loss and accuracy per epoch (train and val) from a run's history.csv."""
     plt = _pyplot()
     with open(history_csv, encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))

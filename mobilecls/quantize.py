@@ -6,7 +6,7 @@ import os
 import numpy as np
 
 from mobilecls.convert import check_graph, inspect_tflite, is_qat_model, to_tflite, with_metadata
-from mobilecls.files import write_atomically
+from mobilecls.files import check_output_file, write_atomically
 
 
 def load_keras_model(path):
@@ -76,6 +76,9 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io="float3
         ValueError / FileNotFoundError: bad model file, missing calibration data, images of the
             wrong size, class names that do not match the model, or an int8 graph with float ops.
     """
+    check_output_file(out, "-o/--out")
+    if calibration_steps < 1:
+        raise ValueError(f"--calibration-steps must be >= 1, got {calibration_steps}")
     model = load_keras_model(model_path)
     qat = is_qat_model(model)
     dataset = None
@@ -83,6 +86,10 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io="float3
         from mobilecls.data import load
 
         dataset = load(data, data_dir=data_dir)
+        trained_on = class_names_beside(model_path)
+        if class_names is None and trained_on is not None and trained_on != list(dataset.class_names):
+            raise ValueError(f"{model_path} was trained on classes {', '.join(trained_on)}; {data} has "
+                             f"{', '.join(dataset.class_names)}")
     names = class_names or (list(dataset.class_names) if dataset else None) or class_names_beside(model_path)
     outputs = model.output_shape[-1]
     if names is not None and len(names) != outputs:

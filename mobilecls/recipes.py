@@ -195,6 +195,9 @@ def _check_ranges(recipe):
         (recipe.train.time_budget_minutes is None or recipe.train.time_budget_minutes > 0,
          "train.time_budget_minutes must be > 0 (or null for a fixed train.epochs)"),
         (recipe.optimizer.lr > 0, "optimizer.lr must be > 0"),
+        (recipe.model.width > 0, f"model.width must be > 0, got {recipe.model.width:g}"),
+        (recipe.data.image_size is None or recipe.data.image_size >= 1, "data.image_size must be >= 1 (or null)"),
+        (recipe.optimize.calibration_steps >= 1, "optimize.calibration_steps must be >= 1"),
         (0 < recipe.data.val_fraction < 1, "data.val_fraction must be in (0, 1)"),
         (0 <= recipe.train.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
         (recipe.schedule.warmup_epochs < recipe.train.epochs or recipe.schedule.warmup_epochs == 0
@@ -221,9 +224,12 @@ def load(path):
         except yaml.YAMLError as error:
             raise ValueError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
     try:
-        return from_dict(values)
+        recipe = from_dict(values)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
+    if "name" not in ((values or {}).get("model") or {}):  # the defaults are no choice of model
+        raise ValueError(f"{path}: model.name is required, e.g. model: {{name: shufflenet_v2}}")
+    return recipe
 
 
 def override(recipe, assignments):

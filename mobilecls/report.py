@@ -26,12 +26,23 @@ def load_results(paths):
             except json.JSONDecodeError as error:
                 raise ValueError(f"{path} is not JSON ({error.msg} at line {error.lineno})") from None
         if isinstance(values, dict) and "accuracy" in values and "model" in values:
+            _check_numbers(path, values, ("accuracy", "recall", "f1", "top5", "size_bytes"))
             evals[os.path.basename(values["model"])] = values
         elif isinstance(values, list) and all(isinstance(row, dict) and "p50_ms" in row for row in values):
+            for row in values:
+                _check_numbers(path, row, ("p50_ms", "size_bytes", "gzip_bytes"))
             benches.extend(values)
         else:
             raise ValueError(f"{path} is neither a `mobilecls eval --json` nor a `mobilecls bench --json` file")
     return evals, benches
+
+
+def _check_numbers(path, values, keys):
+    """The table formats these as numbers: refuse a file where one is anything else."""
+    for key in keys:
+        value = values.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ValueError(f"{path}: {key} must be a number, got {value!r}")
 
 
 def build_rows(evals, benches):
@@ -103,10 +114,12 @@ def pareto_plot(rows, columns, path):
 
 def report(paths, out_dir):
     """Write ``table.md`` and ``pareto.png`` into ``out_dir``; returns the table text."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"-o/--out {out_dir} is a file; give a folder for table.md and pareto.png")
     evals, benches = load_results(paths)
     rows, columns = build_rows(evals, benches)
-    os.makedirs(out_dir, exist_ok=True)
     table = markdown_table(rows, columns)
+    os.makedirs(out_dir, exist_ok=True)  # only now: a bad input file leaves no empty folder
     temporary = os.path.join(out_dir, "table.md.tmp")
     with open(temporary, "w", encoding="utf-8") as handle:
         handle.write(table)

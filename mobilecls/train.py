@@ -1,6 +1,7 @@
 """`fit`: train a recipe into a run folder (checkpoints, history, metrics, plots), resumable."""
 
 import dataclasses
+import io
 import json
 import math
 import os
@@ -10,11 +11,11 @@ import time
 
 import numpy as np
 
-from mobilecls import budget, recipes
+from mobilecls import budget, recipes, run_state
 from mobilecls._tf import keras, tf
 from mobilecls.data import load as load_data
 from mobilecls.data.pipeline import evaluation_batches, training_batches
-from mobilecls.files import write_json
+from mobilecls.files import replacing, staging_folder, write_atomically, write_json
 from mobilecls.metrics import classification_metrics
 from mobilecls.models import build_model
 
@@ -124,26 +125,131 @@ class _Monitor(keras.callbacks.Callback):
                   flush=True)
 
 
-def _epoch_callbacks(folder, monitor, best_so_far=None):
+class _Recorder(keras.callbacks.Callback):
+    """After every epoch: its weights checkpoint, the resume state, best.keras, then the manifest.
+
+    Each file is written atomically and the manifest last, so a kill at any moment leaves either
+    the previous epoch's consistent files or the new ones (see ``mobilecls.run_state``).
+    """
+
+    def __init__(self, folder, state, monitor):
+        super().__init__()
+        self.folder, self.state, self.monitor = folder, state, monitor
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.monitor.nan_at:  # the epoch stopped early on a NaN loss: nothing in it is worth keeping
+            return
+        logs, state, number = logs or {}, self.state, epoch + 1
+        checkpoint = f"checkpoints/epoch_{number:03d}.weights.h5"
+        with replacing(os.path.join(self.folder, checkpoint)) as temporary:
+            self.model.save_weights(temporary)
+        resume_file = f"state/epoch_{number:03d}.npz"
+        write_atomically(os.path.join(self.folder, resume_file), _training_state(self.model))
+        value = float(logs.get("val_accuracy", float("nan")))
+        if state["best"] is None or value > state["best"]["val_accuracy"]:
+            with replacing(os.path.join(self.folder, "best.keras")) as temporary:
+                self.model.save(temporary)
+            state["best"] = {"epoch": number, "val_accuracy": value}
+            run_state.record(self.folder, state, "best.keras")
+        outdated = [path for path in state["files"] if path.startswith("state/")]
+        for path in outdated:
+            del state["files"][path]
+        run_state.record(self.folder, state, checkpoint)
+        run_state.record(self.folder, state, resume_file)
+        state["history"].append({"epoch": epoch, **{key: float(v) for key, v in logs.items()}})
+        state["epoch_seconds"].append(time.perf_counter() - self.started)
+        state["epochs_done"] = number
+        run_state.commit(self.folder, state)
+        for path in outdated:  # only now: until the commit, the manifest on disk still needs them
+            os.unlink(os.path.join(self.folder, path))
+
+
+def _training_state(model):
+    """Weights and optimizer variables (step, momenta) as .npz bytes: what resuming restores."""
+    arrays = {f"weight_{index}": value for index, value in enumerate(model.get_weights())}
+    arrays.update({f"optimizer_{index}": variable.numpy() for index, variable in enumerate(model.optimizer.variables)})
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _restore_training_state(model, path, distribution):
+    """Put the weights and optimizer variables of ``_training_state`` back into a compiled model."""
+    with np.load(path) as arrays:
+        weights = [arrays[f"weight_{index}"] for index in range(len(model.get_weights()))]
+        with distribution.scope():
+            model.optimizer.build(model.trainable_variables)  # creates the momenta to assign to
+        variables = model.optimizer.variables
+        if f"optimizer_{len(variables)}" in arrays or f"optimizer_{len(variables) - 1}" not in arrays:
+            raise ValueError(f"{path} does not match the recipe's optimizer; the run folder was changed")
+        model.set_weights(weights)
+        for index, variable in enumerate(variables):
+            variable.assign(arrays[f"optimizer_{index}"])
+
+
+def _epoch_callbacks(folder, monitor, state=None):
     """What a run does around every epoch, writing into ``folder`` (the budget probe times them too)."""
-    return [
-        keras.callbacks.BackupAndRestore(os.path.join(folder, "backup")),
-        monitor,
-        keras.callbacks.ModelCheckpoint(os.path.join(folder, "checkpoints", "epoch_{epoch:03d}.weights.h5"),
-                                        save_weights_only=True),
-        keras.callbacks.ModelCheckpoint(os.path.join(folder, "best.keras"), monitor="val_accuracy", mode="max",
-                                        save_best_only=True, initial_value_threshold=best_so_far),
-        keras.callbacks.CSVLogger(os.path.join(folder, "history.csv"), append=True),
-    ]
+    return [monitor, _Recorder(folder, run_state.new_state() if state is None else state, monitor)]
 
 
 def _check_run_folder(out, resume):
     if resume:
         if not os.path.isfile(os.path.join(out, "recipe.yaml")):
             raise FileNotFoundError(f"cannot resume {out}: no recipe.yaml in it (not a run folder)")
+    elif os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out} is a file, not a folder; choose a new run folder")
     elif os.path.exists(out) and os.listdir(out):
         raise ValueError(f"run folder {out} already exists and is not empty; resume it with --resume {out} "
                          "or choose another --out")
+    else:
+        parent = os.path.dirname(os.path.abspath(out))
+        if os.path.exists(parent) and not os.access(parent, os.W_OK):
+            raise ValueError(f"cannot create the run folder {out}: {parent} is not writable")
+
+
+def _create_run_folder(out, recipe, class_names, state):
+    """Make the run folder complete (recipe, classes, manifest) or not at all."""
+    with staging_folder(out) as staging:
+        os.makedirs(os.path.join(staging, "checkpoints"))
+        recipes.save(recipe, os.path.join(staging, "recipe.yaml"))
+        write_json(os.path.join(staging, "classes.json"), list(class_names))
+        run_state.commit(staging, state)
+
+
+def _prepare_resume(out, state, model, distribution):
+    """Drop what the manifest does not vouch for, check what it does, and restore the training state."""
+    run_state.remove_unrecorded(out, state)
+    damaged = run_state.damaged_files(out, state)
+    if "best.keras" in damaged:  # killed between saving a new best model and committing its epoch
+        best = f"checkpoints/epoch_{state['best']['epoch']:03d}.weights.h5"
+        if best not in damaged:
+            damaged.remove("best.keras")
+            model.load_weights(os.path.join(out, best))
+            with replacing(os.path.join(out, "best.keras")) as temporary:
+                model.save(temporary)
+            run_state.record(out, state, "best.keras")
+    if damaged:
+        raise ValueError(f"cannot resume {out}: {', '.join(damaged)} changed or vanished after epoch "
+                         f"{state['epochs_done']} was recorded (the run folder was changed by hand)")
+    if state["epochs_done"]:
+        _restore_training_state(model, os.path.join(out, f"state/epoch_{state['epochs_done']:03d}.npz"),
+                                distribution)
+    run_state.commit(out, state)  # history.csv again from the manifest: a later epoch's rows go
+
+
+def _check_splits(data, recipe):
+    """Enough images to train and validate, or a message that says what to change."""
+    train, val = data.splits["train"], data.splits["val"]
+    if len(train.images) and len(val.images):
+        return
+    per_class = np.bincount(np.concatenate([train.labels, val.labels]).astype(np.int64),
+                            minlength=len(data.class_names))
+    raise ValueError(f"data {recipe.data.spec}: {len(train.images)} training and {len(val.images)} validation "
+                     f"images; with data.val_fraction={recipe.data.val_fraction:g} every class needs at least 2 "
+                     f"images (the fewest has {int(per_class.min()) if len(per_class) else 0})")
 
 
 def _float32_copy(model, kwargs, name):
@@ -222,12 +328,15 @@ def fit(recipe, out, resume=False, quiet=False, strategy="default"):
     out = _worker_folder(out, strategy)
     _check_run_folder(out, resume)
     if resume:
-        recipe = recipes.load(os.path.join(out, "recipe.yaml"))
+        recipe, state = recipes.load(os.path.join(out, "recipe.yaml")), run_state.read(out)
+        if state["finished"]:
+            return _finished_run(out, quiet)
     elif isinstance(recipe, str):
         recipe = recipes.load(recipe)
     keras.utils.set_random_seed(recipe.train.seed)
     data = load_data(recipe.data.spec, data_dir=recipe.data.data_dir, val_fraction=recipe.data.val_fraction,
                      seed=recipe.train.seed, skip_bad=recipe.data.skip_bad, image_size=recipe.data.image_size)
+    _check_splits(data, recipe)
     if data.skipped and not quiet:
         print(f"skipped {len(data.skipped)} unreadable image(s), e.g. {data.skipped[0]}")
     train, val = data.splits["train"], data.splits["val"]
@@ -239,9 +348,9 @@ def fit(recipe, out, resume=False, quiet=False, strategy="default"):
     validation = tf.data.Dataset.from_tensor_slices((val.images, val_targets)).batch(EVAL_BATCH).map(
         lambda x, y: (tf.cast(x, tf.float32), y))
 
-    def batches():
+    def batches(first_epoch=0):
         return training_batches(train.images, train.labels, batch_size, recipe.augment, num_classes,
-                                recipe.train.label_smoothing, recipe.train.seed)
+                                recipe.train.label_smoothing, recipe.train.seed, first_epoch=first_epoch)
 
     def compiled_model(recipe):
         with distribution.scope():
@@ -252,59 +361,82 @@ def fit(recipe, out, resume=False, quiet=False, strategy="default"):
         return model
 
     keras.mixed_precision.set_global_policy(recipe.train.mixed_precision or "float32")
+    created = False
     try:
-        plan = None
-        if recipe.train.time_budget_minutes and not resume:
-            recipe, plan = _plan_epochs(recipe, strategy, compiled_model(recipe), batches(), validation, data,
-                                        steps, batch_size, time.perf_counter() - entered, quiet)
-            keras.utils.set_random_seed(recipe.train.seed)  # the probe drew from the global seed
-        if not resume:  # created only once the data loaded, so a bad spec leaves nothing behind
-            os.makedirs(os.path.join(out, "checkpoints"), exist_ok=True)
-            recipes.save(recipe, os.path.join(out, "recipe.yaml"))
-            with open(os.path.join(out, "classes.json"), "w", encoding="utf-8") as handle:
-                json.dump(list(data.class_names), handle)
-        model = compiled_model(recipe)
+        if resume:
+            model = compiled_model(recipe)
+            _prepare_resume(out, state, model, distribution)
+        else:
+            plan = None
+            if recipe.train.time_budget_minutes:
+                recipe, plan = _plan_epochs(recipe, strategy, compiled_model(recipe), batches(), validation, data,
+                                            steps, batch_size, time.perf_counter() - entered, quiet)
+                keras.utils.set_random_seed(recipe.train.seed)  # the probe drew from the global seed
+            model = compiled_model(recipe)  # before the folder exists: a model that cannot be built leaves none
+            state = run_state.new_state(plan)
+            _create_run_folder(out, recipe, data.class_names, state)
+            created = True
         monitor = _Monitor(batch_size, steps, quiet)
-        history_path = os.path.join(out, "history.csv")
-        best_so_far = _best_val_accuracy(history_path)
-        callbacks = _epoch_callbacks(out, monitor, best_so_far)
-        started = time.perf_counter()
-        model.fit(batches(), epochs=recipe.train.epochs, steps_per_epoch=steps, validation_data=validation,
-                  callbacks=callbacks, verbose=0 if quiet else 2)
-        wall = time.perf_counter() - started
+        done = state["epochs_done"]
+        model.fit(batches(first_epoch=done), epochs=recipe.train.epochs, initial_epoch=done, steps_per_epoch=steps,
+                  validation_data=validation, callbacks=_epoch_callbacks(out, monitor, state),
+                  verbose=0 if quiet else 2)
         if monitor.nan_at:
             epoch, step = monitor.nan_at
             raise ValueError(f"loss became NaN at epoch {epoch}, step {step}; the run stopped. Lower "
-                             f"optimizer.lr (now {recipe.optimizer.lr}) or add schedule.warmup_epochs, then "
-                             f"resume with --resume {out}")
-        model.save(os.path.join(out, "last.keras"))
-        if not os.path.isfile(os.path.join(out, "best.keras")):
-            # Keras keeps ModelCheckpoint files of non-chief multiworker tasks only in a temporary
-            # folder; such a worker's best model is its final one (the weights are in sync anyway).
-            # A copy, not model.save: saving runs collectives that the chief would not join.
-            shutil.copyfile(os.path.join(out, "last.keras"), os.path.join(out, "best.keras"))
+                             f"optimizer.lr (now {recipe.optimizer.lr}) or add schedule.warmup_epochs"
+                             + (f"; epochs 1-{state['epochs_done']} are kept in {out}" if state["epochs_done"] else
+                                "; nothing was kept, so the same --out can be used again"))
+        with replacing(os.path.join(out, "last.keras")) as temporary:
+            model.save(temporary)
         best = keras.models.load_model(os.path.join(out, "best.keras"), compile=False)
         if recipe.train.mixed_precision:
             best = _float32_copy(best, kwargs, recipe.model.name)
+    except BaseException as error:
+        if created and not state["epochs_done"] and not isinstance(error, KeyboardInterrupt):
+            shutil.rmtree(out, ignore_errors=True)  # nothing worth resuming: leave no half-made run
+        raise
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    best.save(os.path.join(out, "best.keras"))
+    if recipe.train.mixed_precision:
+        with replacing(os.path.join(out, "best.keras")) as temporary:
+            best.save(temporary)
+    return _finish(out, recipe, state, best, data, strategy, distribution, entered)
+
+
+def _finish(out, recipe, state, best, data, strategy, distribution, entered):
+    """metrics.json and the plots from the best model, then the manifest marks the run finished."""
+    history = state["history"]
     metrics = {"model": recipe.model.name, "data": recipe.data.spec, "epochs": recipe.train.epochs,
                "strategy": strategy, "replicas": distribution.num_replicas_in_sync,
-               "wall_time_s": wall, "train_images_per_sec": float(np.mean(monitor.throughput or [0.0]))}
+               "wall_time_s": float(sum(state["epoch_seconds"])),  # over every attempt of a resumed run
+               "train_images_per_sec": float(np.mean([row.get("images_per_sec", 0.0) for row in history] or [0.0]))}
     for split in ("val", "test"):
         if split in data.splits:
             part = data.splits[split]
             metrics[split] = classification_metrics(part.labels, _predict(best, part.images, EVAL_BATCH),
                                                     data.class_names)
     metrics["total_time_s"] = time.perf_counter() - entered
-    if plan:
-        metrics["time_budget"] = plan
+    if state["plan"]:
+        metrics["time_budget"] = state["plan"]
     write_json(os.path.join(out, "metrics.json"), metrics)
     from mobilecls.plots import plot_confusion, plot_curves
 
-    plot_curves(history_path, os.path.join(out, "curves.png"))
+    plot_curves(os.path.join(out, run_state.HISTORY), os.path.join(out, "curves.png"))
     plot_confusion(metrics["val"]["confusion"], data.class_names, os.path.join(out, "confusion.png"))
+    for name in ("best.keras", "last.keras", "metrics.json"):
+        run_state.record(out, state, name)
+    state["finished"] = True
+    run_state.commit(out, state)
+    return Run(out, metrics)
+
+
+def _finished_run(out, quiet):
+    """A resumed run that had already finished: its recorded metrics, nothing retrained."""
+    with open(os.path.join(out, "metrics.json"), encoding="utf-8") as handle:
+        metrics = json.load(handle)
+    if not quiet:
+        print(f"{out} already finished all {metrics['epochs']} epochs; nothing to resume")
     return Run(out, metrics)
 
 
@@ -335,13 +467,3 @@ def _plan_epochs(recipe, strategy, probe, batches, validation, data, steps, batc
             "train_step_s": cost.train_step_s, "eval_batch_s": cost.eval_batch_s,
             "epoch_overhead_s": cost.epoch_overhead_s, "probe_done_at_s": elapsed_s}
     return recipes.replace(recipe, train={"epochs": epochs}), plan
-
-
-def _best_val_accuracy(history_path):
-    if not os.path.isfile(history_path):
-        return None
-    import csv
-
-    with open(history_path, encoding="utf-8") as handle:
-        values = [float(row["val_accuracy"]) for row in csv.DictReader(handle) if row.get("val_accuracy")]
-    return max(values) if values else None

@@ -286,7 +286,7 @@ def test_tfds_cifar10_through_mock_data():
 
         small = tfds_dataset("cifar10", split_names=["test"], resize=16)
         assert set(small.splits) == {"test"} and small.splits["test"].images.shape == (40, 16, 16, 3)
-        with pytest.raises(ValueError, match="vary in size; pass resize"):
+        with pytest.raises(ValueError, match="vary in size; set data.image_size"):
             tfds_dataset("imagenette")
         with pytest.raises(ValueError, match="unknown TFDS split"):
             tfds_dataset("cifar10", split_names=["valid"])

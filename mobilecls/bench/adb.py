@@ -228,7 +228,8 @@ def _find_binary(binary):
                  f"{name} for {abi}" for abi, name in _PREBUILT.items()) + "), or build "
              "//tensorflow/lite/tools/benchmark:benchmark_model with bazel --config=android_arm64")
     if not path:
-        raise FileNotFoundError(f"no benchmark_model binary: pass binary=PATH or set ${BINARY_ENV}. {where}")
+        raise FileNotFoundError(f"no benchmark_model binary: pass --benchmark-binary PATH or set ${BINARY_ENV}. "
+                                f"{where}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"benchmark_model binary not found: {path}. {where}")
     return path

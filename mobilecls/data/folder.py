@@ -62,7 +62,7 @@ def folder(path, skip_bad=False, resize=None, cache=True):
     if not root.is_dir():
         raise ValueError(f"dataset folder {str(path)!r} is not a directory")
     if resize is not None and (not isinstance(resize, int) or resize < 1):
-        raise ValueError(f"resize must be a positive integer or None, got {resize!r}")
+        raise ValueError(f"the image size (data.image_size) must be a positive integer or null, got {resize!r}")
     layout = {split: _classes(split_dir) for split, split_dir in _split_dirs(root).items()}
     class_names = _same_classes(root, layout)
     entries = [(split, label, file) for split, classes in layout.items()
@@ -173,7 +173,7 @@ def _decode(name, class_names, split_names, entries, skip_bad, resize):
             if image.shape != expected:
                 raise ValueError(f"image {str(file)!r} is {image.shape[1]}x{image.shape[0]} pixels but "
                                  f"{str(kept_files[0])!r} is {expected[1]}x{expected[0]}; all images of split "
-                                 f"{split!r} must have the same size (or pass resize)")
+                                 f"{split!r} must have the same size (or set data.image_size)")
         splits[split] = Split(images=np.stack(images), labels=np.array(labels, np.int64))
     return Dataset(name=name, class_names=class_names, splits=splits, skipped=tuple(skipped))
 

@@ -51,33 +51,51 @@ def augment_batch(images, augment, seed):
     return tf.cast(images, tf.float32)
 
 
-def training_batches(images, labels, batch_size, augment, num_classes, label_smoothing=0.0, seed=0):
+def training_batches(images, labels, batch_size, augment, num_classes, label_smoothing=0.0, seed=0,
+                     first_epoch=0):
     """An endless, shuffled, augmented, prefetched ``tf.data.Dataset`` of (pixels, one-hot).
+
+    Epoch ``e``'s order and augmentation are functions of ``(seed, e)`` alone, not of how many
+    batches came before, so a run resumed at epoch ``e`` (``first_epoch=e``) sees exactly the
+    batches the uninterrupted run saw. Every epoch is ``len(images) // batch_size`` whole
+    batches (the remainder of that epoch's shuffle is dropped).
 
     Args:
         images: (N, H, W, 3) uint8 array, kept in memory.
         labels: (N,) integer labels.
-        batch_size: images per batch (the last partial batch of an epoch is dropped).
+        batch_size: images per batch.
         augment: an ``AugmentSection`` (crop_padding, flip, cutout).
         num_classes: width of the one-hot targets.
         label_smoothing: applied to the one-hot targets.
         seed: makes shuffling and augmentation reproducible.
+        first_epoch: the epoch (from 0) whose batches come first.
     """
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
-    dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True).repeat()
-    dataset = dataset.batch(batch_size, drop_remainder=True)
-    counter = tf.data.Dataset.counter()
-    dataset = tf.data.Dataset.zip((dataset, counter))
+    steps = len(images) // batch_size
+    # Held once as tensors; each batch gathers its images by index (one vectorised copy per batch).
+    pixels, targets = tf.constant(images), tf.constant(labels.astype(np.int32))
+    seed = tf.constant(int(seed), tf.int64)
 
-    def transform(batch, step):
-        pixels, targets = batch
-        pixels = augment_batch(pixels, augment, tf.stack([tf.cast(seed, tf.int64), step]))
-        one_hot = tf.one_hot(targets, num_classes)
+    def epoch(index):
+        # The order is a stateless function of (seed, epoch): no RNG state carries over from the
+        # epochs before, so a resumed run needs none restored.
+        keys = tf.random.stateless_uniform([len(images)], tf.stack([seed, index]))
+        return tf.data.Dataset.from_tensor_slices(tf.argsort(keys)).batch(batch_size, drop_remainder=True)
+
+    dataset = tf.data.Dataset.range(first_epoch, _NO_END).flat_map(epoch)
+    # The augmentation seed is (seed, global step), the same step numbering a resumed run continues.
+    dataset = tf.data.Dataset.zip((dataset, tf.data.Dataset.counter(start=first_epoch * steps)))
+
+    def transform(indices, step):
+        batch = augment_batch(tf.gather(pixels, indices), augment, tf.stack([seed, step]))
+        one_hot = tf.one_hot(tf.gather(targets, indices), num_classes)
         if label_smoothing:
             one_hot = one_hot * (1 - label_smoothing) + label_smoothing / num_classes
-        return pixels, one_hot
+        return batch, one_hot
 
     return dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+_NO_END = 2**62  # epochs: the dataset is endless in practice, fit stops it
 
 
 def evaluation_batches(images, batch_size):

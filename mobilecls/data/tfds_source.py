@@ -43,7 +43,7 @@ def tfds_dataset(name, data_dir=None, split_names=None, resize=None, manual_dir=
     from mobilecls._tf import tf
 
     if resize is not None and (not isinstance(resize, int) or resize < 1):
-        raise ValueError(f"resize must be a positive integer or None, got {resize!r}")
+        raise ValueError(f"the image size (data.image_size) must be a positive integer or null, got {resize!r}")
     if split_names is not None:
         unknown = [split for split in split_names if split not in SPLITS]
         if unknown:
@@ -62,7 +62,8 @@ def tfds_dataset(name, data_dir=None, split_names=None, resize=None, manual_dir=
     image_key, label_key = info.supervised_keys
     height, width, channels = info.features[image_key].shape
     if resize is None and (height is None or width is None):
-        raise ValueError(f"the images of TFDS dataset {name!r} vary in size; pass resize (e.g. 224)")
+        raise ValueError(f"the images of TFDS dataset {name!r} vary in size; set data.image_size "
+                         "(e.g. --set data.image_size=224)")
     if channels not in (1, 3):
         raise ValueError(f"TFDS dataset {name!r} has {channels}-channel images; expected 1 or 3")
     class_names = tuple(info.features[label_key].names)
