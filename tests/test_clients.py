@@ -74,7 +74,9 @@ def test_mediapipe_image_classifier_gives_names_probabilities_and_litert_top1(fi
         assert len(categories) == len(NAMES)
         assert all(NAMES[index] == name for index, name, _ in categories)  # names from the labels file
         by_index = {index: score for index, _, score in categories}
-        np.testing.assert_allclose([by_index[i] for i in range(len(NAMES))], scores, atol=1e-5)
+        # the same scores as LiteRT: MediaPipe feeds the pixels as they are (no resize at 32x32)
+        np.testing.assert_allclose([by_index[i] for i in range(len(NAMES))], scores,
+                                   atol=1e-4 if mode == "fp32" else 1 / 256 + 1e-6)
         total = sum(by_index.values())
         assert abs(total - 1) <= (1e-4 if mode == "fp32" else len(NAMES) / 256), total  # probabilities
         best_index, _, best_score = categories[0]
