@@ -140,7 +140,12 @@ def write_metadata(content, class_names, probabilities, general, provenance=None
     entries = {STANDARD_NAME.encode(): _metadata_buffer(class_names, input_type, probabilities, general)}
     if provenance is not None:
         entries[PROVENANCE_NAME.encode()] = json.dumps(provenance, sort_keys=True).encode("utf-8")
-    kept = [entry for entry in (model.metadata or []) if entry.name not in entries]
+    kept = []
+    for entry in model.metadata or []:
+        if entry.name in entries:
+            model.buffers[entry.buffer].data = None  # emptied, not removed: buffer indices must not move
+        else:
+            kept.append(entry)
     for name, data in entries.items():
         buffer = schema.BufferT()
         buffer.data = np.frombuffer(data, np.uint8)
