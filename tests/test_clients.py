@@ -41,6 +41,16 @@ def _run_client(python, script, model_path, images, tmp_path):
 
 
 @pytest.fixture(scope="module")
+def mediapipe_python():
+    return _client_python("MOBILECLS_MEDIAPIPE_PYTHON", ".venv-mediapipe")
+
+
+@pytest.fixture(scope="module")
+def tflite_runtime_python():
+    return _client_python("MOBILECLS_TFLITE_RUNTIME_PYTHON", ".venv-tflite-runtime")
+
+
+@pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """fp32 and int8 files as `mobilecls quantize` writes them with default options."""
     folder = tmp_path_factory.mktemp("run")
@@ -61,12 +71,12 @@ def images():
 
 
 @pytest.mark.parametrize("mode", ["fp32", "int8"])
-def test_mediapipe_image_classifier_gives_names_probabilities_and_litert_top1(files, images, mode, tmp_path):
+def test_mediapipe_image_classifier_gives_names_probabilities_and_litert_top1(mediapipe_python, files, images, mode,
+                                                                             tmp_path):
     from mobilecls.evaluate import predict_tflite
 
-    python = _client_python("MOBILECLS_MEDIAPIPE_PYTHON", ".venv-mediapipe")
     _, written = files
-    results = _run_client(python, "mediapipe_classify.py", written[mode], images, tmp_path)
+    results = _run_client(mediapipe_python, "mediapipe_classify.py", written[mode], images, tmp_path)
     litert = predict_tflite(written[mode].read_bytes(), images)
     assert len(results) == len(images)
     agree = 0
@@ -108,13 +118,12 @@ def _every_mode(folder, model_path, images):
     return paths
 
 
-def test_every_mode_loads_in_tflite_runtime_2_14_with_litert_top1(files, images, tmp_path):
+def test_every_mode_loads_in_tflite_runtime_2_14_with_litert_top1(tflite_runtime_python, files, images, tmp_path):
     from mobilecls.evaluate import predict_tflite
 
-    python = _client_python("MOBILECLS_TFLITE_RUNTIME_PYTHON", ".venv-tflite-runtime")
     model_path, _ = files
     for mode, path in _every_mode(tmp_path, model_path, images).items():
-        result = _run_client(python, "tflite_runtime_scores.py", path, images, tmp_path)
+        result = _run_client(tflite_runtime_python, "tflite_runtime_scores.py", path, images, tmp_path)
         assert result["version"] == "2.14.0"
         theirs, ours = np.array(result["scores"]), predict_tflite(path.read_bytes(), images)
         # Not bit-equal: 2.14's XNNPACK rounds int8 and dynamic-range kernels a little differently
