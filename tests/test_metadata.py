@@ -87,7 +87,6 @@ def test_int8_defaults_to_uint8_io_with_an_int8_softmax_in_one_partition(run, im
     assert meta["io"] == "uint8" and meta["probabilities"] and meta["class_names"] == NAMES
     scores = predict_tflite(content, images)
     np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=len(NAMES) / 256)
-    assert scores.max(axis=1).min() > 0.5  # confident probabilities, not the logits' scale
     assert _version(min_runtime_version(content)) <= (2, 14)
 
 
