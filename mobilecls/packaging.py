@@ -69,7 +69,8 @@ def upgrade_file(path, out=None, class_names=None, images=None, softmax=True, ui
     changes nothing but the metadata. Per-channel hybrid dense weights (FULLY_CONNECTED version
     12, TF >= 2.17 dynamic-range files) are stored as float so runtimes before 2.17 load the file.
     Top-1 is checked on ``images`` (default: 64 seeded random pixel images) before the file is
-    replaced; the write is atomic.
+    replaced: every image keeps its top-1 class (a tie counts), or 99.9 % of them when dense
+    weights were made float; the write is atomic.
 
     Args:
         path: the .tflite file.
@@ -121,9 +122,12 @@ def upgrade_file(path, out=None, class_names=None, images=None, softmax=True, ui
 
     kept = top1_kept(predict_tflite(original, images), predict_tflite(content, images))
     agreement = float(np.mean(kept))
-    if agreement < 1.0:
+    # The softmax and I/O edits are exact (every top-1 kept); float dense weights are more exact
+    # than the hybrid kernel's int8 activations, so an image at a near-tie may flip (1 in 1,000 allowed).
+    required = 0.999 if dense_changed else 1.0
+    if agreement < required:
         raise ValueError(f"{path}: the upgraded file changes top-1 on {int(np.sum(~kept))} of "
-                         f"{len(images)} images; not written")
+                         f"{len(images)} images (at most {1 - required:.1%} allowed); not written")
     write_atomically(out or path, content)
     return {"path": os.fspath(out or path), "softmax_added": bool(softmax and not ends_in_softmax),
             "float_dense_ops": dense_changed,
