@@ -4,7 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint bench-latency clean
+# The real clients of tests/test_clients.py, each in its own venv (they cannot share .venv:
+# mediapipe pins absl-py~=2.3 against tfmot's ~=1.2; tflite-runtime 2.14 needs numpy<2).
+MEDIAPIPE_VENV := .venv-mediapipe
+TFLITE_RUNTIME_VENV := .venv-tflite-runtime
+CLIENTS := $(MEDIAPIPE_VENV)/.installed $(TFLITE_RUNTIME_VENV)/.installed
+
+.PHONY: demo test test-slow lint bench-latency bench-softmax client-venvs clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,14 +18,26 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
+$(MEDIAPIPE_VENV)/.installed: tests/clients/requirements-mediapipe.txt
+	$(PYTHON) -m venv $(MEDIAPIPE_VENV)
+	$(MEDIAPIPE_VENV)/bin/pip install --quiet -r $<
+	touch $@
+
+$(TFLITE_RUNTIME_VENV)/.installed: tests/clients/requirements-tflite-runtime.txt
+	$(PYTHON) -m venv $(TFLITE_RUNTIME_VENV)
+	$(TFLITE_RUNTIME_VENV)/bin/pip install --quiet -r $<
+	touch $@
+
+client-venvs: $(CLIENTS)  ## MediaPipe and tflite-runtime 2.14 venvs for tests/test_clients.py
+
 demo: $(STAMP)  ## the main job: the whole pipeline on the built-in synthetic data
 	$(BIN)/mobilecls pipeline --recipe recipes/demo.yaml --out runs/demo
 
-test: $(STAMP)  ## the test suite without the tests marked slow (CI runs both)
+test: $(STAMP) $(CLIENTS)  ## the test suite without the tests marked slow (CI runs both)
 	$(BIN)/python -m pytest -q -m "not slow"
 	$(BIN)/ruff check mobilecls tests benchmarks
 
-test-slow: $(STAMP)  ## the slow tests: the whole pipeline, tf.distribute strategies
+test-slow: $(STAMP) $(CLIENTS)  ## the slow tests: the whole pipeline, tf.distribute strategies
 	$(BIN)/python -m pytest -q -m slow
 
 lint: $(STAMP)
@@ -28,5 +46,8 @@ lint: $(STAMP)
 bench-latency: $(STAMP)  ## benchmarks/latency.py: shuffle cost and MobileNetV2 vs Keras, int8
 	$(BIN)/python benchmarks/latency.py
 
+bench-softmax: $(STAMP)  ## benchmarks/softmax_cost.py: int8 latency and accuracy with and without the softmax
+	$(BIN)/python benchmarks/softmax_cost.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(MEDIAPIPE_VENV) $(TFLITE_RUNTIME_VENV) build *.egg-info .pytest_cache

@@ -181,17 +181,21 @@ def fit(recipe_path, assignments, model, data, data_dir, epochs, batch_size, see
 @click.option("--data-dir", help="TFDS data_dir.")
 @click.option("--calibration-steps", type=int, default=256, show_default=True,
               help="Calibration images (stratified over the training split).")
-@click.option("--io", type=click.Choice(["float32", "int8", "uint8"]), default="float32", show_default=True,
-              help="Input/output type of integer models.")
+@click.option("--io", type=click.Choice(["float32", "int8", "uint8"]), default=None,
+              help="Input/output type of integer models [default: uint8 for --int8 (uint8 pixels in, "
+                   "MediaPipe's type), float32 otherwise; int8: value = pixel - 128].")
+@click.option("--logits", is_flag=True, help="Keep the logits as output (default: a softmax, probabilities).")
+@click.option("--author", help="Author for the file's TFLite Metadata.")
+@click.option("--license", "license_", help="Licence for the file's TFLite Metadata.")
 @click.option("-o", "--out", "out", type=click.Path(), help="Output .tflite (default: beside the model).")
 @click.option("--report", is_flag=True,
               help="With --int8 from a float model: per-layer PTQ error, the worst layers, and the accuracy "
                    "with them kept in float (written to OUT_report.json).")
 @_library_errors
-def quantize(model_path, mode, data, data_dir, calibration_steps, io, out, report):
-    """Convert a .keras model to a checked .tflite file (static batch 1, class names inside).
+def quantize(model_path, mode, data, data_dir, calibration_steps, io, logits, author, license_, out, report):
+    """Convert a .keras model to a checked .tflite file (static batch 1, softmax, TFLite Metadata).
 
-    Example: mobilecls quantize runs/demo/best.keras --int8 --data synthetic --io int8 --report
+    Example: mobilecls quantize runs/demo/best.keras --int8 --data synthetic --report
     """
     import os
 
@@ -200,10 +204,16 @@ def quantize(model_path, mode, data, data_dir, calibration_steps, io, out, repor
     if report and (mode != "int8" or not data):
         raise click.UsageError("--report needs --int8 and --data (it debugs post-training quantization)")
     out = out or os.path.splitext(model_path)[0] + f"_{mode}.tflite"
-    graph, _ = quantize_model(model_path, mode, out, data=data, calibration_steps=calibration_steps, io=io,
-                              data_dir=data_dir)
+    graph, meta = quantize_model(model_path, mode, out, data=data, calibration_steps=calibration_steps, io=io,
+                                 data_dir=data_dir, logits=logits, author=author, license=license_)
+    from mobilecls.files import read_tflite
+    from mobilecls.metadata import min_runtime_version
+
     click.echo(f"{out}: {mode}, {os.path.getsize(out) / 1e6:.2f} MB, input {graph.input_shape} "
-               f"{graph.input_dtype}, {len(graph.ops)} ops, {graph.partitions} XNNPACK partition(s)")
+               f"{graph.input_dtype}, output {graph.output_dtype} "
+               f"{'probabilities' if meta['probabilities'] else 'logits'}, {len(graph.ops)} ops, "
+               f"{graph.partitions} XNNPACK partition(s), "
+               f"min runtime {min_runtime_version(read_tflite(out)) or 'unknown'}")
     if report:
         _quantization_report(model_path, data, data_dir, calibration_steps, os.path.splitext(out)[0] + "_report.json")
 
@@ -222,6 +232,44 @@ def _quantization_report(model_path, data, data_dir, calibration_steps, json_out
     accuracy = result["accuracy"]
     click.echo(f"{result['split']} accuracy: float {accuracy['float']:.4f}, int8 {accuracy['int8']:.4f}, int8 with "
                f"those {len(result['worst'])} in float {accuracy['int8_worst_in_float']:.4f} ({json_out})")
+
+
+@main.command()
+@click.argument("paths", metavar="MODEL.tflite...", nargs=-1, required=True, type=click.Path())
+@click.option("--classes", "classes_path", type=click.Path(), help="JSON list of class names (default: the file's).")
+@click.option("--data", help="Check top-1 on this data's val split (default: 64 random pixel images).")
+@click.option("--data-dir", help="TFDS data_dir.")
+@click.option("--logits", is_flag=True, help="Add no softmax.")
+@click.option("--io", type=click.Choice(["uint8", "keep"]), default="uint8", show_default=True,
+              help="uint8: turn int8 input/output into uint8.")
+@click.option("--author", help="Author for the TFLite Metadata.")
+@click.option("--license", "license_", help="Licence for the TFLite Metadata.")
+@_library_errors
+def upgrade(paths, classes_path, data, data_dir, logits, io, author, license_):
+    """Make existing .tflite files run in MediaPipe / the Task Library / tflite-runtime 2.14, in place.
+
+    Adds standard TFLite Metadata (labels, normalization), a softmax and uint8 I/O, and stores
+    per-channel hybrid dense weights as float; each file is replaced atomically only if top-1 is unchanged.
+
+    Example: mobilecls upgrade tflite_models/cifar10/*/*.tflite --data folder:/tmp/cifar10
+    """
+    from mobilecls.packaging import upgrade_file
+
+    names = None
+    if classes_path:
+        with open(classes_path, encoding="utf-8") as handle:
+            names = list(json.load(handle))
+    images = None
+    if data:
+        from mobilecls.data import load
+
+        images = load(data, data_dir=data_dir).splits["val"].images
+    for path in paths:
+        result = upgrade_file(path, class_names=names, images=images, softmax=not logits, uint8_io=io == "uint8",
+                              author=author, license=license_)
+        click.echo(f"{path}: io {'/'.join(result['io'])}, softmax {'added' if result['softmax_added'] else 'kept'}, "
+                   f"{result['float_dense_ops']} dense op(s) to float, top-1 kept on {result['top1_agreement']:.2%} "
+                   f"of {result['images']} images, {result['partitions']} XNNPACK partition(s)")
 
 
 @main.command(name="eval")

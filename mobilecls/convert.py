@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 
 from mobilecls._tf import Interpreter, keras, tf
+from mobilecls.metadata import read_metadata  # noqa: F401  (mobilecls.convert.read_metadata, as before)
 
 MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
 IO_TYPES = ("float32", "int8", "uint8")
@@ -83,6 +84,11 @@ def make_converter(model, mode="fp32", calibration=None, io="float32", sparse=Fa
         converter.optimizations = [*converter.optimizations, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     if mode == "fp16":
         converter.target_spec.supported_types = [tf.float16]
+    if mode == "dynamic":
+        # TF >= 2.17 quantizes dense weights per channel, which makes FULLY_CONNECTED version 12:
+        # runtimes before 2.17 (tflite-runtime 2.14, older apps) refuse to load the file. Per-tensor
+        # dense weights keep it at version 9 (runtime >= 2.4).
+        converter._experimental_disable_per_channel_quantization_for_dense_layers = True
     if integer:
         if calibration is not None:
             batches = list(calibration)
@@ -159,56 +165,6 @@ def inspect_tflite(content, num_threads=1):
         ops=tuple(op["op_name"] for op in nodes), partitions=len(delegates), undelegated=undelegated,
         float_ops=float_ops, input_shape=tuple(int(d) for d in source["shape"]),
         input_dtype=np.dtype(source["dtype"]).name, output_dtype=np.dtype(sink["dtype"]).name)
-
-
-METADATA_NAME = "mobilecls"
-
-
-def with_metadata(content, info):
-    """``content`` with ``info`` (a JSON-ready dict) stored as the "mobilecls" metadata buffer.
-
-    The interpreter ignores it; ``read_metadata`` reads it back, so class names, input size and
-    provenance travel inside the .tflite file.
-    """
-    import json
-
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(json.dumps(info, sort_keys=True).encode("utf-8"), np.uint8)
-    model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
-    model.metadata = [m for m in (model.metadata or []) if m.name != METADATA_NAME.encode()] + [entry]
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-
-
-def read_metadata(content):
-    """The "mobilecls" metadata dict of a .tflite file's content, or None when it has none.
-
-    Raises:
-        ValueError: ``content`` is not a TFLite flatbuffer.
-    """
-    import json
-
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    content = bytes(content)
-    if len(content) < 8 or content[4:8] != b"TFL3":
-        raise ValueError("not a TFLite file (no TFL3 identifier)")
-    import struct
-
-    try:
-        model = schema.Model.GetRootAsModel(content, 0)
-        for index in range(model.MetadataLength()):
-            entry = model.Metadata(index)
-            if entry.Name() == METADATA_NAME.encode():
-                return json.loads(bytes(model.Buffers(entry.Buffer()).DataAsNumpy()).decode("utf-8"))
-    except (struct.error, IndexError, UnicodeDecodeError, ValueError):  # offsets past the end: cut short
-        raise ValueError("truncated or damaged TFLite file (its tables point past the end)") from None
-    return None
 
 
 def check_graph(report, mode):

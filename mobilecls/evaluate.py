@@ -79,6 +79,7 @@ class ModelFile:
     class_names: list | None
     input_shape: tuple  # (1, H, W, C)
     keras_model: object = None  # the loaded Keras model; None for a .tflite file
+    probabilities: bool = False  # the scores are a softmax (mobilecls files by default), not logits
 
     def predict(self, images):
         """Scores (N, C) for pixel images (N, H, W, 3)."""
@@ -103,8 +104,8 @@ def open_model(path):
         ValueError: the file is not a TFLite file or not a loadable Keras model.
     """
     if path.endswith(".tflite"):
-        from mobilecls.convert import read_metadata
         from mobilecls.files import read_tflite
+        from mobilecls.metadata import read_metadata
 
         content = read_tflite(path)
         try:
@@ -112,7 +113,8 @@ def open_model(path):
             input_shape = TFLiteClassifier(content).input_shape
         except ValueError as error:
             raise ValueError(f"{path}: {error}") from None
-        return ModelFile(path, content, metadata.get("class_names"), input_shape)
+        return ModelFile(path, content, metadata.get("class_names"), input_shape,
+                         probabilities=bool(metadata.get("probabilities")))
     from mobilecls.quantize import class_names_beside, load_keras_model
 
     model = load_keras_model(path)
@@ -162,7 +164,9 @@ def compare(first_path, second_path, data, split="val", data_dir=None, dataset=N
     layer whose outputs diverge (compared on the ``probes`` images where the outputs differ most).
 
     Typical use: a QAT Keras model against its int8 .tflite, or a float file against its fp16 one.
-    Scores are compared as the models give them (logits; quantized outputs dequantized).
+    Scores are compared as the models give them (quantized outputs dequantized), except that
+    logits are turned into probabilities when the other model gives probabilities (a Keras model
+    against its .tflite file, which ends in a softmax).
     """
     if dataset is None:
         from mobilecls.data import load
@@ -176,6 +180,8 @@ def compare(first_path, second_path, data, split="val", data_dir=None, dataset=N
     for model in models:
         _check_fits(model, images, data)
     scores = [np.asarray(model.predict(images), np.float32) for model in models]
+    if models[0].probabilities != models[1].probabilities:
+        scores = [s if model.probabilities else _softmax(s) for model, s in zip(models, scores, strict=True)]
     first, second = scores
     if first.shape != second.shape:
         raise ValueError(f"{first_path} gives {first.shape[1]} scores per image, {second_path} {second.shape[1]}")
@@ -187,6 +193,11 @@ def compare(first_path, second_path, data, split="val", data_dir=None, dataset=N
               "models": [first_path, second_path], "data": data, "split": split}
     result["divergence"] = _divergence(*models, images, first, second, probes)
     return result
+
+
+def _softmax(logits):
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def _divergence(first_model, second_model, images, first, second, probes):

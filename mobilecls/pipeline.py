@@ -69,9 +69,9 @@ def run_pipeline(recipe, out, quiet=False, bench_threads=(1, 2), bench_runs=30):
     qat_model = next(os.path.join(qat_dir, name) for name in ("model.h5", "model.keras")
                      if os.path.isfile(os.path.join(qat_dir, name)))
 
-    exports = {"fp32": (float_model, "fp32", "float32"), "fp16": (float_model, "fp16", "float32"),
-               "dynamic": (float_model, "dynamic", "float32"), "int8_ptq": (float_model, "int8", "int8"),
-               "int8_qat": (qat_model, "int8", "int8")}
+    exports = {"fp32": (float_model, "fp32", None), "fp16": (float_model, "fp16", None),
+               "dynamic": (float_model, "dynamic", None), "int8_ptq": (float_model, "int8", None),
+               "int8_qat": (qat_model, "int8", None)}  # quantize's default I/O: uint8 for int8 files
     files = {}
     for name, (model_path, mode, io) in exports.items():
         files[name] = os.path.join(out, "tflite", f"{recipe.model.name}_{name}.tflite")

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from mobilecls.convert import check_graph, inspect_tflite, is_qat_model, to_tflite, with_metadata
+from mobilecls.convert import check_graph, inspect_tflite, is_qat_model, to_tflite
 from mobilecls.files import check_output_file, write_atomically
 
 
@@ -56,9 +56,18 @@ def _check_images_fit(model, images, source):
                          f"{images.shape[3]}; the model expects {expected[0]}x{expected[1]}x{expected[2]}")
 
 
-def quantize(model_path, mode, out, data=None, calibration_steps=256, io="float32", class_names=None,
-             data_dir=None):
-    """Convert a .keras model to a checked .tflite file with metadata.
+def default_io(mode):
+    """The I/O type ``quantize`` writes when none is asked: uint8 for int8 files (what MediaPipe and
+    the Task Library take), float32 otherwise (int16x8 files have float32 I/O only)."""
+    return "uint8" if mode == "int8" else "float32"
+
+
+def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, class_names=None,
+             data_dir=None, logits=False, author=None, license=None):
+    """Convert a .keras model to a checked .tflite file with standard TFLite Metadata.
+
+    The file ends in a softmax (probabilities; in int8 files an int8 softmax) unless ``logits``,
+    and carries the class names as the metadata's labels file (see ``mobilecls.packaging``).
 
     Args:
         model_path: a float or QAT .keras model taking RGB pixels 0..255.
@@ -66,8 +75,10 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io="float3
         out: the .tflite path to write (atomically).
         data: dataset spec for calibration (int8/int16x8 from a float model) and class names.
         calibration_steps: calibration images, stratified over the training split's classes.
-        io: float32, int8 or uint8 input/output for integer modes.
+        io: float32, int8 or uint8 input/output for integer modes (default ``default_io(mode)``).
         class_names: overrides the names from the data or the run folder's classes.json.
+        logits: keep the logits as the output (no softmax).
+        author, license: for the standard metadata.
 
     Returns:
         (report, metadata): the ``GraphReport`` of the written file and its metadata dict.
@@ -79,6 +90,10 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io="float3
     check_output_file(out, "-o/--out")
     if calibration_steps < 1:
         raise ValueError(f"--calibration-steps must be >= 1, got {calibration_steps}")
+
+    from mobilecls.packaging import general_info, package
+
+    io = io or default_io(mode)
     model = load_keras_model(model_path)
     qat = is_qat_model(model)
     dataset = None
@@ -92,6 +107,9 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io="float3
                              f"{', '.join(dataset.class_names)}")
     names = class_names or (list(dataset.class_names) if dataset else None) or class_names_beside(model_path)
     outputs = model.output_shape[-1]
+    if names is None:
+        raise ValueError(f"no class names for {model_path}: pass --data SPEC or put classes.json beside the model "
+                         "(the file's labels need them)")
     if names is not None and len(names) != outputs:
         raise ValueError(f"{len(names)} class names ({', '.join(names[:3])}, ...) do not match the model's "
                          f"{outputs} outputs ({model_path})")
@@ -103,14 +121,19 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io="float3
         images = calibration_images(dataset, calibration_steps)
         _check_images_fit(model, images, data)
         calibration = [images]
-    content = to_tflite(model, mode, calibration=calibration, io=io)
+    # uint8 I/O is made from int8 I/O by the same edit ``mobilecls upgrade`` uses (exact: only the
+    # zero point moves), so new and upgraded files are alike.
+    content = to_tflite(model, mode, calibration=calibration, io="int8" if io == "uint8" else io)
+    provenance = {"input_size": list(model.input_shape[1:3]), "mode": mode, "io": io, "qat": qat,
+                  "source": os.path.basename(model_path), "producer": "mobilecls"}
+    general = general_info(model.name, mode, outputs, model.input_shape[1:3], author, license)
+    content = package(content, names, general, provenance, softmax=not logits, uint8_io=io == "uint8")
     report = inspect_tflite(content)
     check_graph(report, mode)
-    metadata = {"class_names": names, "input_size": list(model.input_shape[1:3]), "input": "RGB pixels 0..255",
-                "mode": mode, "io": io, "qat": qat, "source": os.path.basename(model_path), "producer": "mobilecls"}
-    content = with_metadata(content, metadata)
     write_atomically(out, content)
-    return report, metadata
+    from mobilecls.metadata import read_metadata
+
+    return report, read_metadata(content)
 
 
 def ptq_report(model_path, data, calibration_steps=256, debug_steps=64, worst=5, split="val", data_dir=None):
