@@ -62,8 +62,8 @@ def _groups_of(name):
 
 
 def _unit_wiring(textbook, unit, groups, shuffle):
-    """For each GConv2 group k of a textbook unit: its channels before the shuffle in the block
-    layout's order, and where eq. (7) puts them."""
+    """GConv1's channels per group, the bundle sizes and starts, and for each GConv2 group k
+    where eq. (7) puts its channels, in the block layout's order."""
     source = textbook.get_layer(f"{unit}_gconv1")
     n, mixing = source.filters // groups, source.groups > 1 and shuffle
     sizes = bundle_sizes(n, groups)
@@ -71,7 +71,7 @@ def _unit_wiring(textbook, unit, groups, shuffle):
     orders = [[a * n + starts[a][k] + b for a in range(groups) for b in range(sizes[a][k])] if mixing
               else [k * n + b for b in range(n)] for k in range(groups)]
     positions = [[(c % n) * groups + c // n if mixing else c for c in order] for order in orders]
-    return n, sizes, starts, orders, positions
+    return n, sizes, starts, positions
 
 
 def _textbook_weights(blocks, textbook, groups, shuffle):
@@ -85,17 +85,22 @@ def _textbook_weights(blocks, textbook, groups, shuffle):
             mapped[layer.name] = values[layer.name]
             continue
         unit, part = re.match(r"(stage_\d+_unit_\d+)_(.*)", layer.name).groups()
-        n, sizes, starts, orders, positions = _unit_wiring(textbook, unit, groups, shuffle)
-        if re.fullmatch(r"gconv1_\d+_\d+", part):  # bundle (a, k) of group a
+        n, sizes, starts, positions = _unit_wiring(textbook, unit, groups, shuffle)
+        if re.fullmatch(r"gconv1_\d+_\d+(_bn)?", part):  # bundle (a, k) of group a
             a, k = _groups_of(part)
             first = a * n + starts[a][k]
-            mapped[layer.name] = [values[f"{unit}_gconv1"][0][..., first:first + sizes[a][k]]]
-        elif re.fullmatch(r"gconv1_\d+", part):  # ungrouped GConv1, cut into GConv2's inputs
+            channels = slice(first, first + sizes[a][k])
+            if part.endswith("_bn"):
+                mapped[layer.name] = [w[channels] for w in values[f"{unit}_gconv1_bn"]]
+            else:
+                mapped[layer.name] = [values[f"{unit}_gconv1"][0][..., channels]]
+        elif re.fullmatch(r"gconv1_\d+(_bn)?", part):  # ungrouped GConv1, cut into GConv2's inputs
             (k,) = _groups_of(part)
-            mapped[layer.name] = [values[f"{unit}_gconv1"][0][..., k * n:(k + 1) * n]]
-        elif re.fullmatch(r"gconv1_\d+_bn", part):
-            (k,) = _groups_of(part)
-            mapped[layer.name] = [w[orders[k]] for w in values[f"{unit}_gconv1_bn"]]
+            channels = slice(k * n, (k + 1) * n)
+            if part.endswith("_bn"):
+                mapped[layer.name] = [w[channels] for w in values[f"{unit}_gconv1_bn"]]
+            else:
+                mapped[layer.name] = [values[f"{unit}_gconv1"][0][..., channels]]
         elif re.fullmatch(r"depthwise_\d+", part):
             (k,) = _groups_of(part)
             mapped[layer.name] = [values[f"{unit}_depthwise"][0][:, :, positions[k]]]
@@ -146,5 +151,5 @@ def test_shuffle_false_rewires_the_bundles_and_keeps_every_layer():
         return sorted(layer.name for layer in concat._inbound_nodes[0].inbound_layers)
 
     for k in range(3):
-        assert sources(on, k) == [f"stage_3_unit_2_gconv1_{a}_{k}" for a in range(3)]  # every group
-        assert sources(off, k) == [f"stage_3_unit_2_gconv1_{k}_{j}" for j in range(3)]  # its own group
+        assert sources(on, k) == [f"stage_3_unit_2_gconv1_{a}_{k}_relu" for a in range(3)]  # every group
+        assert sources(off, k) == [f"stage_3_unit_2_gconv1_{k}_{j}_relu" for j in range(3)]  # its own group

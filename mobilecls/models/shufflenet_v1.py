@@ -34,7 +34,6 @@ import math
 from mobilecls._tf import keras
 from mobilecls.models.layers import (
     AveragePooling3x3,
-    activate,
     channel_shuffle,
     classifier_head,
     conv_bn,
@@ -78,28 +77,24 @@ def _concat(tensors, name):
     return tensors[0] if len(tensors) == 1 else layers.Concatenate(name=name)(tensors)
 
 
-def _batchnorm(x, name):
-    return layers.BatchNormalization(epsilon=1e-3, momentum=0.9, name=name)(x)
-
-
-def _conv(x, filters, name):
-    return layers.Conv2D(filters, 1, use_bias=False, name=name)(x)
-
-
 def _gconv1(blocks, bottleneck, groups, grouped, shuffle, name):
-    """GConv1 -> BatchNorm -> ReLU, then the shuffle: the g inputs of GConv2's groups."""
+    """GConv1 -> BatchNorm -> ReLU, then the shuffle: the g inputs of GConv2's groups.
+
+    Each bundle is its own convolution -> BatchNorm -> ReLU: tfmot folds a BatchNorm only into
+    the convolution right before it (a BatchNorm after a concatenation is refused by QAT), and
+    in the .tflite file BatchNorm and ReLU fuse into each convolution.
+    """
     per_group = bottleneck // groups
     if not grouped:  # an ungrouped GConv1 (stage 2, unit 1) is followed by no shuffle
         x = _concat(blocks, f"{name}_gconv1_input")
         return [conv_bn(x, per_group, 1, name=f"{name}_gconv1_{k}") for k in range(groups)]
     sizes = bundle_sizes(per_group, groups)
-    bundles = [[_conv(block, sizes[a][k], f"{name}_gconv1_{a}_{k}") if sizes[a][k] else None
+    bundles = [[conv_bn(block, sizes[a][k], 1, name=f"{name}_gconv1_{a}_{k}") if sizes[a][k] else None
                 for k in range(groups)] for a, block in enumerate(blocks)]
     inputs = []
     for k in range(groups):
         parts = [bundles[a][k] for a in range(groups)] if shuffle else bundles[k]
-        x = _concat([part for part in parts if part is not None], f"{name}_gconv1_{k}_concat")
-        inputs.append(activate(_batchnorm(x, f"{name}_gconv1_{k}_bn"), "relu", f"{name}_gconv1_{k}"))
+        inputs.append(_concat([part for part in parts if part is not None], f"{name}_gconv1_{k}_concat"))
     return inputs
 
 
