@@ -139,6 +139,15 @@ def fit(recipe_path, assignments, model, data, data_dir, epochs, batch_size, see
     from mobilecls import recipes
 
     if resume:
+        # A resumed run continues exactly what its run folder recorded (schedule, data order):
+        # options that would change the recipe or the folder are refused, not silently ignored.
+        given = {"--recipe": recipe_path, "--set": assignments, "--model": model, "--data": data,
+                 "--data-dir": data_dir, "--epochs": epochs, "--batch-size": batch_size, "--seed": seed,
+                 "--time-budget": time_budget, "--out": out}
+        refused = [name for name, value in given.items() if value not in (None, ())]
+        if refused:
+            raise click.UsageError(f"--resume continues {resume} with the recipe it recorded; it cannot take "
+                                   f"{', '.join(refused)} (start a new run with --out to change them)")
         recipe, out = None, resume
     else:
         recipe = recipes.load(recipe_path) if recipe_path else recipes.Recipe()

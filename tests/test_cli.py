@@ -68,3 +68,9 @@ def test_a_command_prints_no_tensorflow_start_up_lines():
 def test_the_users_own_tensorflow_log_level_wins():
     result = _models_command("0")  # the user asked for every TensorFlow line
     assert result.returncode == 0 and "oneDNN" in result.stderr
+
+
+def test_resume_refuses_options_that_would_change_the_run(tmp_path):
+    result = CliRunner().invoke(main, ["fit", "--resume", str(tmp_path), "--epochs", "50", "--seed", "3"])
+    assert result.exit_code == 2
+    assert "cannot take --epochs, --seed" in result.output
