@@ -16,14 +16,19 @@ from mobilecls.models.registry import list_models  # no TensorFlow import
 
 
 def _library_errors(command):
-    """Turn the library's ValueError/FileNotFoundError into a one-line usage error (exit 2)."""
+    """Turn the library's errors into one line: a user's mistake (ValueError, FileNotFoundError)
+    exits 2, a failed run (RunFailed) exits 1."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        from mobilecls.errors import RunFailed
+
         try:
             return command(*args, **kwargs)
         except (ValueError, FileNotFoundError) as error:
             raise click.UsageError(str(error)) from None
+        except RunFailed as error:
+            raise click.ClickException(str(error)) from None
         except Exception as error:
             if _disk_full(error):
                 raise click.ClickException(f"no space left on device ({str(error).splitlines()[0][:200]}); free "

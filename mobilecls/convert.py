@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 
 from mobilecls._tf import Interpreter, keras, tf
+from mobilecls.errors import RunFailed
 from mobilecls.metadata import read_metadata  # noqa: F401  (mobilecls.convert.read_metadata, as before)
 
 MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
@@ -168,13 +169,13 @@ def inspect_tflite(content, num_threads=1):
 
 
 def check_graph(report, mode):
-    """Raise ValueError if an exported graph is not what ``mode`` promises.
+    """Raise RunFailed if an exported graph is not what ``mode`` promises.
 
     Every file: a static batch of 1 and no run-time shape ops. int8: no float compute op.
     """
     if report.input_shape[0] != 1 or report.dynamic_shape_ops:
-        raise ValueError(f"converted graph has a dynamic batch (input {report.input_shape}, "
+        raise RunFailed(f"converted graph has a dynamic batch (input {report.input_shape}, "
                          f"ops {', '.join(report.dynamic_shape_ops)})")
     if mode == "int8" and report.float_ops:
-        raise ValueError(f"int8 export left float compute ops: {', '.join(sorted(set(report.float_ops)))}; "
+        raise RunFailed(f"int8 export left float compute ops: {', '.join(sorted(set(report.float_ops)))}; "
                          "these layers are not quantized")

@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from mobilecls import metadata, tflite_edit
+from mobilecls.errors import RunFailed
 from mobilecls.files import read_tflite, write_atomically
 
 DEFAULT_DESCRIPTION = "Image classifier: RGB image in, one score per class out."
@@ -114,7 +115,7 @@ def upgrade_file(path, out=None, class_names=None, images=None, softmax=True, ui
                                len(names), interpreter_shape[1:3], author or known.get("author"),
                                license or known.get("license"))
         content = metadata.write_metadata(content, names, softmax or ends_in_softmax, general, provenance)
-    except ValueError as error:
+    except (ValueError, RunFailed) as error:  # a file that breaks its mode's promises is bad input here
         raise ValueError(f"{path}: {error}") from None
     if images is None:
         images = np.random.default_rng(0).integers(0, 256, (64, *interpreter_shape[1:]), dtype=np.uint8)

@@ -15,6 +15,7 @@ from mobilecls import budget, recipes, run_state
 from mobilecls._tf import keras, tf
 from mobilecls.data import load as load_data
 from mobilecls.data.pipeline import evaluation_batches, training_batches
+from mobilecls.errors import RunFailed
 from mobilecls.files import replacing, staging_folder, write_atomically, write_json
 from mobilecls.metrics import classification_metrics
 from mobilecls.models import build_model
@@ -320,7 +321,8 @@ def fit(recipe, out, resume=False, quiet=False, strategy="default"):
         A ``Run`` with the folder and its metrics (also in ``out/metrics.json``).
 
     Raises:
-        ValueError: the run folder exists (without resume), bad data or recipe, or a NaN loss.
+        ValueError: the run folder exists (without resume), bad data or recipe.
+        RunFailed: the loss became NaN.
         FileNotFoundError: resume of a folder that is not a run.
     """
     entered = time.perf_counter()
@@ -383,7 +385,7 @@ def fit(recipe, out, resume=False, quiet=False, strategy="default"):
                   verbose=0 if quiet else 2)
         if monitor.nan_at:
             epoch, step = monitor.nan_at
-            raise ValueError(f"loss became NaN at epoch {epoch}, step {step}; the run stopped. Lower "
+            raise RunFailed(f"loss became NaN at epoch {epoch}, step {step}; the run stopped. Lower "
                              f"optimizer.lr (now {recipe.optimizer.lr}) or add schedule.warmup_epochs"
                              + (f"; epochs 1-{state['epochs_done']} are kept in {out}" if state["epochs_done"] else
                                 "; nothing was kept, so the same --out can be used again"))

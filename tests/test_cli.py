@@ -74,3 +74,19 @@ def test_resume_refuses_options_that_would_change_the_run(tmp_path):
     result = CliRunner().invoke(main, ["fit", "--resume", str(tmp_path), "--epochs", "50", "--seed", "3"])
     assert result.exit_code == 2
     assert "cannot take --epochs, --seed" in result.output
+
+
+def test_a_failed_run_exits_1_and_a_user_mistake_exits_2():
+    from mobilecls import cli
+    from mobilecls.errors import RunFailed
+
+    def failing(error):
+        @cli._library_errors
+        def command():
+            raise error
+        return command
+
+    for error, code in ((RunFailed("loss became NaN at epoch 3, step 7"), 1), (ValueError("bad --data"), 2)):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.click.command()(failing(error))(standalone_mode=True, args=[])
+        assert exit_info.value.code == code

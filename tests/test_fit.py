@@ -133,5 +133,7 @@ def test_a_nan_loss_stops_the_run_with_a_clear_message(tmp_path, monkeypatch):
 
     # A NaN learning rate turns the weights, and so the loss, into NaN after the first step.
     monkeypatch.setattr(train, "make_optimizer", lambda recipe, steps: keras.optimizers.SGD(float("nan")))
-    with pytest.raises(ValueError, match="loss became NaN at epoch 1, step 2; the run stopped. Lower optimizer.lr"):
+    from mobilecls.errors import RunFailed
+
+    with pytest.raises(RunFailed, match="loss became NaN at epoch 1, step 2; the run stopped. Lower optimizer.lr"):
         train.fit(TINY, str(tmp_path / "run"), quiet=True)
