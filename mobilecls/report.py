@@ -3,6 +3,8 @@
 import json
 import os
 
+from mobilecls.files import replacing, write_atomically
+
 FAMILY_COLOURS = {"mobilenet": "tab:blue", "shufflenet": "tab:orange"}
 
 
@@ -82,34 +84,72 @@ def markdown_table(rows, columns):
     return "\n".join(lines) + "\n"
 
 
+def pareto_front(points):
+    """Indices of the points no other point beats: none is as fast and at least as accurate,
+    with one of the two strictly better. ``points`` are (latency, accuracy); sorted by latency."""
+    front = []
+    for index in sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1])):
+        if not front or points[index][1] > points[front[-1]][1]:
+            front.append(index)
+    return front
+
+
+def point_labels(points, closeness=0.02):
+    """[(point, "1, 2"), ...]: the 1-based numbers of the files at each (latency, accuracy)
+    point, files closer than ``closeness`` of each axis' span sharing one label (fp32 and fp16 of
+    one model sit at the same point), so that no two labels are printed over each other."""
+    spans = [max(values) - min(values) or 1.0 for values in zip(*points, strict=True)] if points else [1.0, 1.0]
+    groups = []
+    for number, point in enumerate(points, start=1):
+        group = next((g for g in groups if all(abs(a - b) <= closeness * span
+                                               for a, b, span in zip(g[0], point, spans, strict=True))), None)
+        if group is None:
+            groups.append((point, [str(number)]))
+        else:
+            group[1].append(str(number))
+    return [(point, ", ".join(numbers)) for point, numbers in groups]
+
+
 def pareto_plot(rows, columns, path):
-    """Accuracy against p50 latency (first device/thread column), marker area by file size."""
+    """Accuracy against p50 latency (first device/thread column), marker area by file size.
+
+    Each file is a numbered marker, its name in the numbered list beside the axes (files at the
+    same point, such as fp32 and fp16, share one label "1, 2"); the Pareto front is a line.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     column = columns[0] if columns else None
-    figure, axis = plt.subplots(figsize=(6, 4.5))
-    for row in rows:
-        if column is None or row["accuracy"] is None or column not in row["p50_ms"]:
-            continue
-        area = 30 + 400 * (row["size_bytes"] or 0) / max(r["size_bytes"] or 1 for r in rows)
-        axis.scatter(row["p50_ms"][column], row["accuracy"], s=area, alpha=0.6,
+    shown = [row for row in rows if column is not None and row["accuracy"] is not None and column in row["p50_ms"]]
+    points = [(row["p50_ms"][column], row["accuracy"]) for row in shown]
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    largest = max((row["size_bytes"] or 0 for row in shown), default=0) or 1
+    for row, point in zip(shown, points, strict=True):
+        axis.scatter(*point, s=30 + 300 * (row["size_bytes"] or 0) / largest, alpha=0.6,
                      color=FAMILY_COLOURS.get(row["family"], "tab:gray"), label=row["family"])
-        axis.annotate(row["model"], (row["p50_ms"][column], row["accuracy"]), fontsize=7)
-    handles, labels = axis.get_legend_handles_labels()
-    unique = dict(zip(labels, handles, strict=True))
+    for (x, y), label in point_labels(points):
+        axis.annotate(label, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=8)
+    front = pareto_front(points)
+    if len(front) > 1:
+        axis.step([points[i][0] for i in front], [points[i][1] for i in front], where="post",
+                  color="black", linewidth=1, alpha=0.7, label="Pareto front")
+    handles, names = axis.get_legend_handles_labels()
+    unique = dict(zip(names, handles, strict=True))
     if unique:
-        axis.legend(unique.values(), unique.keys())
+        axis.legend(unique.values(), unique.keys(), loc="lower right", fontsize=8)
+    axis.margins(0.12)  # room for the numbers next to the outermost markers
+    listing = "\n".join(f"{number}  {row['model']}" for number, row in enumerate(shown, start=1))
+    figure.text(0.70, 0.5, listing, fontsize=7, va="center", family="monospace")
+    figure.subplots_adjust(right=0.68)
     device, threads = column or ("?", 0)
     axis.set_xlabel(f"p50 latency (ms), {device}, {threads} thread(s)")
     axis.set_ylabel("accuracy")
     axis.grid(alpha=0.3)
-    temporary = f"{path}.tmp.png"
-    figure.savefig(temporary, dpi=120, bbox_inches="tight")
+    with replacing(path) as temporary:
+        figure.savefig(temporary, dpi=120)
     plt.close(figure)
-    os.replace(temporary, path)
 
 
 def report(paths, out_dir):
@@ -120,9 +160,6 @@ def report(paths, out_dir):
     rows, columns = build_rows(evals, benches)
     table = markdown_table(rows, columns)
     os.makedirs(out_dir, exist_ok=True)  # only now: a bad input file leaves no empty folder
-    temporary = os.path.join(out_dir, "table.md.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(table)
-    os.replace(temporary, os.path.join(out_dir, "table.md"))
+    write_atomically(os.path.join(out_dir, "table.md"), table)
     pareto_plot(rows, columns, os.path.join(out_dir, "pareto.png"))
     return table
