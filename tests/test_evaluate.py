@@ -46,8 +46,16 @@ def test_int8_file_is_evaluated_with_its_own_quantization(files):
     folder, data = files
     classifier = TFLiteClassifier((folder / "int8.tflite").read_bytes())
     assert classifier.source["dtype"] == np.int8
-    scores = classifier.predict(data.splits["val"].images[:5])
+    images = data.splits["val"].images[:5]
+    scores = classifier.predict(images)
     assert scores.dtype == np.float32 and scores.shape == (5, 10) and np.isfinite(scores).all()
+    # The pixels go in with the file's own scale and zero point: dequantized, they are the pixels.
+    from mobilecls.evaluate import quantize_input
+
+    scale, zero = classifier.source["quantization"]
+    quantized = quantize_input(images, classifier.source)
+    assert quantized.dtype == np.int8
+    np.testing.assert_allclose((quantized.astype(np.float32) - zero) * scale, images, atol=scale / 2 + 1e-6)
 
 
 def test_cli_eval_prints_and_writes_metrics(files, tmp_path):
