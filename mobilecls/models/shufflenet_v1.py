@@ -5,14 +5,16 @@ As in the paper, the first pointwise convolution of stage 2 is not grouped (its 
 24 channels), and no shuffle follows an ungrouped convolution.
 
 How the unit is laid out (and why). TensorFlow's CPU kernel for ``Conv2D(groups>1)`` is slow:
-forward and backward of four 1x1 layers 240->240 with g=3 took 7x the time of the same layers
-as three convolutions on channel slices. So, as in mobilecls' ShuffleNetV2, a stage's state is
+built with it, ShuffleNetV1 g=3 trains at 39 images/s here, this layout at 124 (ShuffleNetV2
+1.0x: 247, side by side in one run of ``benchmarks/train_throughput.py --side-by-side``, see
+docs/benchmarks.md). So, as in mobilecls' ShuffleNetV2, a stage's state is
 kept as g separate blocks, block a holding the channels [a*C/g, (a+1)*C/g) that group a of the
 next grouped convolution reads, and no grouped convolution, split or transpose is built:
 
 - GConv2 and the residual addition run block by block: group k is a plain 1x1 convolution of
   C/g filters whose output is added to block k.
-- GConv1 group a is cut by output channels into g convolutions, one per "bundle" (a, k): the
+- GConv1 group a is cut by output channels into g convolutions (each with its BatchNorm and
+  ReLU), one per "bundle" (a, k): the
   channels that eq. (7)'s shuffle sends from group a to group k of GConv2 (input channel
   a*n + b lands at b*g + a, which falls in group k for one contiguous range of b). GConv2's
   group k reads the bundles (a, k) of every a, concatenated. Within that group the channels
