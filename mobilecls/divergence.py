@@ -31,7 +31,9 @@ def keras_layer_outputs(model, images):
 def tflite_layer_outputs(content, images):
     """{layer name: dequantized outputs (N, ...)} in execution order, from an undelegated interpreter.
 
-    When a layer became several ops, its last op's output is its output.
+    When a layer became several ops, its last op's output is its output. A file that ends in
+    the softmax mobilecls appends (and the uint8 conversion after it) has its logits as "output",
+    comparable with a Keras model's output.
     """
     from mobilecls._tf import Interpreter, OpResolverType
     from mobilecls.convert import layer_of_tensor
@@ -43,8 +45,14 @@ def tflite_layer_outputs(content, images):
     source = interpreter.get_input_details()[0]
     sinks = {detail["index"] for detail in interpreter.get_output_details()}
     tensors = {detail["index"]: detail for detail in interpreter.get_tensor_details()}
-    keys = {}
+    keys, appended = {}, set()
     for op in interpreter._get_ops_details():
+        inputs = [int(index) for index in op["inputs"]]
+        if op["op_name"] == "SOFTMAX" or (op["op_name"] in ("QUANTIZE", "DEQUANTIZE") and inputs[0] in appended):
+            appended.update(int(index) for index in op["outputs"])
+            if op["op_name"] == "SOFTMAX":
+                keys["output"] = inputs[0]
+            continue
         for index in (int(index) for index in op["outputs"]):
             key = "output" if index in sinks else layer_of_tensor(tensors[index]["name"])
             if key is not None:

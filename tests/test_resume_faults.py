@@ -118,7 +118,8 @@ def _assert_same_run(resumed, reference):
 @pytest.fixture(scope="module")
 def reference(images, tmp_path_factory):
     """The uninterrupted run, and the names of the files it wrote in order (the kill points)."""
-    out = str(tmp_path_factory.mktemp("faults") / "reference")
+    # Named like the folders of the killed runs ("run"), so that its kill points name their folder too.
+    out = str(tmp_path_factory.mktemp("faults") / "run")
     status, written = _attempt(out, images)
     assert status == 0
     return _result(out), written
@@ -140,7 +141,7 @@ def test_the_reference_run_writes_every_file_atomically(reference):
     result, written = reference
     # staged folder (recipe, classes, history, manifest, the folder itself), then per epoch a
     # checkpoint, the resume state, maybe best.keras, history and manifest, then the final files
-    assert written[:5] == ["recipe.yaml", "classes.json", "history.csv", "state.json", "reference"]
+    assert written[:5] == ["recipe.yaml", "classes.json", "history.csv", "state.json", "run"]
     assert written.count("state.json") == 1 + EPOCHS + 1 and written[-1] == "state.json"
     assert written.count("epoch_002.npz") == 1 and "best.keras" in written
     assert {"last.keras", "metrics.json", "curves.png", "confusion.png"} <= set(written)
