@@ -52,7 +52,7 @@ def main():
     from mobilecls.bench.host import bench_host
     from mobilecls.convert import inspect_tflite
     from mobilecls.data import load
-    from mobilecls.evaluate import predict_tflite
+    from mobilecls.runtime import predict_tflite
 
     files = args.files or sorted(glob.glob(DEFAULT_FILES))
     val = load(args.data).splits["val"]

@@ -37,7 +37,7 @@ def tflite_layer_outputs(content, images):
     """
     from mobilecls._tf import Interpreter, OpResolverType
     from mobilecls.convert import layer_of_tensor
-    from mobilecls.evaluate import quantize_input
+    from mobilecls.runtime import quantize_input
 
     interpreter = Interpreter(model_content=bytes(content), experimental_preserve_all_tensors=True,
                               experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)

@@ -119,7 +119,7 @@ def upgrade_file(path, out=None, class_names=None, images=None, softmax=True, ui
         raise ValueError(f"{path}: {error}") from None
     if images is None:
         images = np.random.default_rng(0).integers(0, 256, (64, *interpreter_shape[1:]), dtype=np.uint8)
-    from mobilecls.evaluate import predict_tflite
+    from mobilecls.runtime import predict_tflite
 
     kept = top1_kept(predict_tflite(original, images), predict_tflite(content, images))
     agreement = float(np.mean(kept))

@@ -1,42 +1,12 @@
 """`quantize`: a .keras model -> a checked, self-describing .tflite file, written atomically."""
 
-import json
 import os
 
 import numpy as np
 
 from mobilecls.convert import check_graph, inspect_tflite, is_qat_model, to_tflite
 from mobilecls.files import check_output_file, write_atomically
-
-
-def load_keras_model(path):
-    """Load a float or QAT model file, .keras or .h5 (mobilecls layers and tfmot wrappers known).
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is not a loadable Keras model.
-    """
-    from mobilecls._tf import keras, tfmot
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"model file not found: {path}")
-    from mobilecls.models.layers import CUSTOM_OBJECTS
-
-    try:
-        with tfmot.quantization.keras.quantize_scope(CUSTOM_OBJECTS):
-            return keras.models.load_model(path, compile=False)
-    except Exception as error:  # Keras raises many types for a bad file; the user needs one message
-        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
-        raise ValueError(f"{path} is not a loadable Keras model (.keras or .h5): {reason}") from None
-
-
-def class_names_beside(path):
-    """Class names from the run folder's classes.json next to a model, or None."""
-    candidate = os.path.join(os.path.dirname(os.path.abspath(path)), "classes.json")
-    if os.path.isfile(candidate):
-        with open(candidate, encoding="utf-8") as handle:
-            return list(json.load(handle))
-    return None
+from mobilecls.models.io import class_names_beside, load_keras_model
 
 
 def calibration_images(dataset, count, seed=0):

@@ -77,7 +77,7 @@ def quantization_report(model, calibration, debug_images, images, labels, worst=
         int8_worst_in_float).
     """
     from mobilecls.convert import to_tflite
-    from mobilecls.evaluate import predict_tflite
+    from mobilecls.runtime import predict_tflite
 
     layers = layer_errors(model, calibration, debug_images)
     ranked = sorted(layers, key=lambda row: row["rmse_over_scale"], reverse=True)[:worst]

@@ -73,7 +73,7 @@ def images():
 @pytest.mark.parametrize("mode", ["fp32", "int8"])
 def test_mediapipe_image_classifier_gives_names_probabilities_and_litert_top1(mediapipe_python, files, images, mode,
                                                                              tmp_path):
-    from mobilecls.evaluate import predict_tflite
+    from mobilecls.runtime import predict_tflite
 
     _, written = files
     results = _run_client(mediapipe_python, "mediapipe_classify.py", written[mode], images, tmp_path)
@@ -97,7 +97,7 @@ def test_mediapipe_image_classifier_gives_names_probabilities_and_litert_top1(me
 def _every_mode(folder, model_path, images):
     """Default files of every mode, the int8 one also with int8 I/O, and an upgraded old dynamic file."""
     from mobilecls.convert import make_converter
-    from mobilecls.quantize import load_keras_model
+    from mobilecls.models.io import load_keras_model
 
     paths = {}
     for mode, extra in (("fp32", []), ("fp16", []), ("dynamic", []),
@@ -119,7 +119,7 @@ def _every_mode(folder, model_path, images):
 
 
 def test_every_mode_loads_in_tflite_runtime_2_14_with_litert_top1(tflite_runtime_python, files, images, tmp_path):
-    from mobilecls.evaluate import predict_tflite
+    from mobilecls.runtime import predict_tflite
 
     model_path, _ = files
     for mode, path in _every_mode(tmp_path, model_path, images).items():

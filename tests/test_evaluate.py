@@ -8,8 +8,9 @@ from click.testing import CliRunner
 
 from mobilecls.cli import main
 from mobilecls.data import load
-from mobilecls.evaluate import TFLiteClassifier, compare, evaluate, predict_tflite
+from mobilecls.evaluate import compare, evaluate
 from mobilecls.models import build_model
+from mobilecls.runtime import TFLiteClassifier, predict_tflite
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def test_int8_file_is_evaluated_with_its_own_quantization(files):
     scores = classifier.predict(images)
     assert scores.dtype == np.float32 and scores.shape == (5, 10) and np.isfinite(scores).all()
     # The pixels go in with the file's own scale and zero point: dequantized, they are the pixels.
-    from mobilecls.evaluate import quantize_input
+    from mobilecls.runtime import quantize_input
 
     scale, zero = classifier.source["quantization"]
     quantized = quantize_input(images, classifier.source)
@@ -117,7 +118,7 @@ def test_compare_finds_no_diverging_layer_between_a_model_and_its_fp32_file(file
 def test_compare_names_the_first_layer_that_diverges(files, tmp_path):
     from mobilecls._tf import keras
     from mobilecls.convert import to_tflite
-    from mobilecls.quantize import load_keras_model
+    from mobilecls.models.io import load_keras_model
 
     folder, data = files
     model = load_keras_model(str(folder / "best.keras"))

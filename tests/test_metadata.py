@@ -37,8 +37,8 @@ def _softmax(logits):
 
 def test_fp32_file_has_standard_metadata_labels_and_a_softmax(run, images, tmp_path):
     from mobilecls.convert import inspect_tflite
-    from mobilecls.evaluate import predict_tflite
     from mobilecls.metadata import _metadata_entries
+    from mobilecls.runtime import predict_tflite
 
     path, model = run
     out = tmp_path / "m.tflite"
@@ -65,7 +65,7 @@ def test_fp32_file_has_standard_metadata_labels_and_a_softmax(run, images, tmp_p
 
 def test_int8_defaults_to_uint8_io_with_an_int8_softmax_in_one_partition(run, images, tmp_path):
     from mobilecls.convert import inspect_tflite
-    from mobilecls.evaluate import predict_tflite
+    from mobilecls.runtime import predict_tflite
 
     path, _ = run
     out = tmp_path / "m.tflite"
@@ -93,7 +93,7 @@ def test_int8_defaults_to_uint8_io_with_an_int8_softmax_in_one_partition(run, im
 def test_appended_softmax_gives_what_the_converter_makes_of_a_softmax_layer(run, images):
     from mobilecls._tf import keras
     from mobilecls.convert import inspect_tflite, to_tflite
-    from mobilecls.evaluate import predict_tflite
+    from mobilecls.runtime import predict_tflite
     from mobilecls.tflite_edit import append_softmax, int8_io_to_uint8
 
     _, model = run
@@ -147,7 +147,7 @@ def _legacy_file(model, mode, tmp_path, io="float32", images=None):
 
 def test_upgrade_turns_an_old_int8_file_into_a_client_ready_one_with_the_same_top1(run, images, tmp_path):
     from mobilecls.convert import inspect_tflite
-    from mobilecls.evaluate import predict_tflite
+    from mobilecls.runtime import predict_tflite
 
     _, model = run
     path, old = _legacy_file(model, "int8", tmp_path, io="int8", images=images)
@@ -169,7 +169,7 @@ def test_upgrade_turns_an_old_int8_file_into_a_client_ready_one_with_the_same_to
 
 
 def test_upgrade_stores_per_channel_hybrid_dense_weights_as_float(run, images, tmp_path):
-    from mobilecls.evaluate import predict_tflite
+    from mobilecls.runtime import predict_tflite
 
     _, model = run
     path, old = _legacy_file(model, "dynamic", tmp_path)

@@ -41,7 +41,7 @@ def test_prune_reaches_the_target_sparsity_and_shrinks_the_gzip_size(pruned_fold
 
 
 def test_pruned_model_has_no_wrappers_left(pruned_folder):
-    from mobilecls.quantize import load_keras_model
+    from mobilecls.models.io import load_keras_model
 
     model = load_keras_model(str(pruned_folder / "model.keras"))
     assert not any("Prune" in type(layer).__name__ for layer in model.layers)
@@ -49,7 +49,7 @@ def test_pruned_model_has_no_wrappers_left(pruned_folder):
 
 def test_qat_of_a_pruned_model_keeps_its_zeros_and_exports_full_int8(pruned_folder, tmp_path):
     from mobilecls.convert import inspect_tflite, to_tflite
-    from mobilecls.quantize import load_keras_model
+    from mobilecls.models.io import load_keras_model
 
     out = tmp_path / "qat"
     result = CliRunner().invoke(main, ["qat", str(pruned_folder / "model.keras"), "--data", "synthetic",

@@ -20,6 +20,23 @@ def make_divisible(value, divisor=8, min_value=None):
     return rounded
 
 
+def check_common(name, width, input_size, num_classes, dropout):
+    """Validate the keywords every builder shares; raises ValueError naming the bad one."""
+    if not width > 0:
+        raise ValueError(f"{name}: width must be > 0, got {width!r}")
+    if not isinstance(input_size, int) or input_size < 32 or input_size % 32:
+        raise ValueError(f"{name}: input_size must be a multiple of 32 (>= 32), got {input_size!r}")
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"{name}: num_classes must be an integer >= 2, got {num_classes!r}")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"{name}: dropout must be in [0, 1), got {dropout!r}")
+
+
+def is_cifar_layout(input_size):
+    """Inputs below 96 pixels use the CIFAR stem (stride 8 in all instead of 32)."""
+    return input_size < 96
+
+
 class _Weightless(layers.Layer):
     """A layer with no weights: nothing to prune, output quantized like an activation."""
 

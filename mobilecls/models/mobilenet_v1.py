@@ -5,8 +5,15 @@ image ends at 4x4 instead of 1x1.
 """
 
 from mobilecls._tf import keras
-from mobilecls.models.layers import classifier_head, conv_bn, depthwise_bn, make_divisible, model_input
-from mobilecls.models.registry import check_common, is_cifar_layout
+from mobilecls.models.layers import (
+    check_common,
+    classifier_head,
+    conv_bn,
+    depthwise_bn,
+    is_cifar_layout,
+    make_divisible,
+    model_input,
+)
 
 # (output channels, stride) of the 13 depthwise separable blocks.
 BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),

@@ -5,14 +5,15 @@ CIFAR layout (input < 96): the stem and the first stride-2 stage use stride 1.
 
 from mobilecls._tf import keras
 from mobilecls.models.layers import (
+    check_common,
     classifier_head,
     conv_bn,
     depthwise_bn,
+    is_cifar_layout,
     layers,
     make_divisible,
     model_input,
 )
-from mobilecls.models.registry import check_common, is_cifar_layout
 
 # (expansion t, output channels c, repeats n, first stride s), the paper's Table 2.
 STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),

@@ -7,15 +7,16 @@ hard-swish, dropout, classifier. SE widths are make_divisible(expanded / 4).
 
 from mobilecls._tf import keras
 from mobilecls.models.layers import (
+    check_common,
     conv_bn,
     depthwise_bn,
     hard_swish,
+    is_cifar_layout,
     layers,
     make_divisible,
     model_input,
     squeeze_excite,
 )
-from mobilecls.models.registry import check_common, is_cifar_layout
 
 # (kernel, expanded channels, output channels, squeeze-excite, activation, stride):
 # Tables 1 and 2 of the paper.

@@ -37,14 +37,15 @@ from mobilecls._tf import keras
 from mobilecls.models.layers import (
     AveragePooling3x3,
     channel_shuffle,
+    check_common,
     classifier_head,
     conv_bn,
     depthwise_bn,
+    is_cifar_layout,
     layers,
     make_divisible,
     model_input,
 )
-from mobilecls.models.registry import check_common, is_cifar_layout
 
 # Output channels of stages 2-4 for each group count, the paper's Table 1.
 STAGE_CHANNELS = {1: (144, 288, 576), 2: (200, 400, 800), 3: (240, 480, 960),

@@ -18,14 +18,15 @@ branches' channels. With ``shuffle=False`` the main input is (n1, n2) and the id
 
 from mobilecls._tf import keras
 from mobilecls.models.layers import (
+    check_common,
     classifier_head,
     conv_bn,
     depthwise_bn,
+    is_cifar_layout,
     layers,
     make_divisible,
     model_input,
 )
-from mobilecls.models.registry import check_common, is_cifar_layout
 
 # Output channels of stages 2-4 and of conv5, the paper's Table 5.
 STAGE_CHANNELS = {0.5: (48, 96, 192, 1024), 1.0: (116, 232, 464, 1024),

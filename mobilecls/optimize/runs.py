@@ -15,7 +15,7 @@ def _output_folder(out):
 
 def _load(model_path, data, data_dir):
     from mobilecls.data import load
-    from mobilecls.quantize import class_names_beside, load_keras_model
+    from mobilecls.models.io import class_names_beside, load_keras_model
 
     model = load_keras_model(model_path)
     dataset = load(data, data_dir=data_dir)
@@ -76,8 +76,8 @@ def prune_run(model_path, data, out, sparsity=0.5, schedule="polynomial", struct
     """
     from mobilecls.convert import to_tflite
     from mobilecls.files import gzip_size
+    from mobilecls.models.io import load_keras_model
     from mobilecls.optimize import prune
-    from mobilecls.quantize import load_keras_model
 
     check_distill(distill)
     if teacher_path and not distill:
