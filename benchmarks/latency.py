@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from mobilecls._tf import Interpreter, keras, tf
-from mobilecls.convert import inspect_tflite, to_tflite
+from mobilecls.export.convert import inspect_tflite, to_tflite
 from mobilecls.models import build_model
 
 SIZE = 224

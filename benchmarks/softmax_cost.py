@@ -1,7 +1,7 @@
 """What the client-ready edits cost: a file as shipped against it upgraded, side by side.
 
 For each .tflite file (default: the int8 files in tflite_models/cifar10/*/, before they are
-upgraded), three variants are made in a temporary folder with ``mobilecls.packaging.upgrade_file``:
+upgraded), three variants are made in a temporary folder with ``mobilecls.export.packaging.upgrade_file``:
   original  the file as it is (logits, int8 I/O),
   uint8     uint8 I/O, no softmax (the I/O edit alone),
   upgraded  uint8 I/O and the int8 softmax (what `mobilecls upgrade` writes).
@@ -26,8 +26,8 @@ DEFAULT_FILES = "tflite_models/cifar10/*/*int8*.tflite"
 
 def variants(path, folder):
     """{name: path} of the three variants of ``path`` (see the module docstring)."""
-    from mobilecls.packaging import upgrade_file
-    from mobilecls.tflite_edit import output_op
+    from mobilecls.export.packaging import upgrade_file
+    from mobilecls.export.tflite_edit import output_op
 
     with open(path, "rb") as handle:
         if output_op(handle.read()) == "SOFTMAX":
@@ -50,8 +50,8 @@ def main():
     args = parser.parse_args()
 
     from mobilecls.bench.host import bench_host
-    from mobilecls.convert import inspect_tflite
     from mobilecls.data import load
+    from mobilecls.export.convert import inspect_tflite
     from mobilecls.runtime import predict_tflite
 
     files = args.files or sorted(glob.glob(DEFAULT_FILES))

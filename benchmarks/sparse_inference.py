@@ -20,7 +20,7 @@ import numpy as np
 
 from mobilecls._tf import keras
 from mobilecls.bench.host import bench_host
-from mobilecls.convert import inspect_tflite, to_tflite
+from mobilecls.export.convert import inspect_tflite, to_tflite
 from mobilecls.models import build_model
 from mobilecls.optimize import prune
 

@@ -167,7 +167,7 @@ def fit(recipe_path, assignments, model, data, data_dir, epochs, batch_size, see
                 changes.setdefault(section, {})[key] = value
         recipe = recipes.replace(recipe, **changes)
         out = out or f"runs/{recipe.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    from mobilecls.train import fit as fit_recipe
+    from mobilecls.training.train import fit as fit_recipe
 
     try:
         run = fit_recipe(recipe, out, resume=bool(resume), quiet=quiet, strategy=strategy)
@@ -213,15 +213,15 @@ def quantize(model_path, mode, data, data_dir, calibration_steps, io, logits, au
     """
     import os
 
-    from mobilecls.quantize import quantize as quantize_model
+    from mobilecls.export.quantize import quantize as quantize_model
 
     if report and (mode != "int8" or not data):
         raise click.UsageError("--report needs --int8 and --data (it debugs post-training quantization)")
     out = out or os.path.splitext(model_path)[0] + f"_{mode}.tflite"
     graph, meta = quantize_model(model_path, mode, out, data=data, calibration_steps=calibration_steps, io=io,
                                  data_dir=data_dir, logits=logits, author=author, license=license_)
+    from mobilecls.export.metadata import min_runtime_version
     from mobilecls.files import read_tflite
-    from mobilecls.metadata import min_runtime_version
 
     click.echo(f"{out}: {mode}, {os.path.getsize(out) / 1e6:.2f} MB, input {graph.input_shape} "
                f"{graph.input_dtype}, output {graph.output_dtype} "
@@ -233,8 +233,8 @@ def quantize(model_path, mode, data, data_dir, calibration_steps, io, logits, au
 
 
 def _quantization_report(model_path, data, data_dir, calibration_steps, json_out):
+    from mobilecls.export.quantize import ptq_report
     from mobilecls.files import write_json
-    from mobilecls.quantize import ptq_report
 
     result = ptq_report(model_path, data, calibration_steps=calibration_steps, data_dir=data_dir)
     write_json(json_out, result)
@@ -267,7 +267,7 @@ def upgrade(paths, classes_path, data, data_dir, logits, io, author, license_):
 
     Example: mobilecls upgrade tflite_models/cifar10/*/*.tflite --data folder:/tmp/cifar10
     """
-    from mobilecls.packaging import upgrade_file
+    from mobilecls.export.packaging import upgrade_file
 
     names = None
     if classes_path:
@@ -301,7 +301,7 @@ def evaluate(model_paths, data, data_dir, split, compare, json_out):
     Examples: mobilecls eval runs/demo/best_int8.tflite --data synthetic --split test
               mobilecls eval --compare runs/qat/model.h5 runs/qat/model_int8.tflite --data synthetic
     """
-    from mobilecls import evaluate as evaluation
+    from mobilecls.evaluation import evaluate as evaluation
 
     if json_out:
         check_output_file(json_out, "--json")
@@ -471,7 +471,7 @@ def report_command(results, out_dir):
 
     Example: mobilecls report runs/*/eval.json bench.json -o report
     """
-    from mobilecls.report import report
+    from mobilecls.reporting.report import report
 
     click.echo(report(results, out_dir), nl=False)
     click.echo(f"wrote {out_dir}/table.md and {out_dir}/pareto.png")
@@ -487,7 +487,7 @@ def study_command(study_path, out_dir):
 
     Example: mobilecls study recipes/study/study.yaml -o study
     """
-    from mobilecls.study import study_report
+    from mobilecls.reporting.study import study_report
 
     click.echo(study_report(study_path, out_dir), nl=False)
     click.echo(f"wrote {out_dir}/study.md, {out_dir}/study.json and {out_dir}/fig3.png")
@@ -504,7 +504,7 @@ def zoo_command(root, check, cards, no_profile):
 
     Example: mobilecls zoo tflite_models --cards
     """
-    from mobilecls import zoo
+    from mobilecls.reporting import zoo
 
     if check:
         problems = zoo.check_index(root, gzip=True)
@@ -535,7 +535,7 @@ def pipeline(recipe_path, assignments, out, quiet):
     import os
 
     from mobilecls import recipes
-    from mobilecls.pipeline import run_pipeline
+    from mobilecls.workflow import run_pipeline
 
     recipe = recipes.override(recipes.load(recipe_path), assignments)
     out = out or os.path.join("runs", "pipeline-" + os.path.splitext(os.path.basename(recipe_path))[0])

@@ -39,14 +39,14 @@ def _one_line_error(result, status=2):
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory, tiny_images):
     """A trained tiny run: best.keras with classes.json beside it (4 classes)."""
-    from mobilecls.train import fit
+    from mobilecls.training.train import fit
 
     return fit(_tiny(tiny_images, train={"epochs": 1}), str(tmp_path_factory.mktemp("bad") / "run"), quiet=True)
 
 
 @pytest.fixture(scope="module")
 def tiny_tflite(tiny_model):
-    from mobilecls.quantize import quantize
+    from mobilecls.export.quantize import quantize
 
     out = os.path.join(tiny_model.path, "best_fp32.tflite")
     quantize(tiny_model.model_path, "fp32", out)
@@ -127,8 +127,8 @@ def test_a_full_disk_later_keeps_the_finished_epochs_and_the_run_resumes(tmp_pat
 
 
 def test_resume_rebuilds_a_best_model_replaced_after_the_last_manifest(tmp_path, tiny_images):
-    from mobilecls import train
     from mobilecls._tf import keras
+    from mobilecls.training import train
 
     out = str(tmp_path / "run")
     train.fit(_tiny(tiny_images), out, quiet=True)
@@ -149,7 +149,7 @@ def test_resume_rebuilds_a_best_model_replaced_after_the_last_manifest(tmp_path,
 
 
 def test_resume_refuses_a_folder_whose_recorded_files_changed(tmp_path, tiny_model):
-    from mobilecls import train
+    from mobilecls.training import train
 
     out = str(tmp_path / "run")
     shutil.copytree(tiny_model.path, out)
@@ -173,7 +173,7 @@ def test_a_run_folder_without_a_manifest_is_refused_and_left_alone(tmp_path):
 
 
 def test_resuming_a_finished_run_returns_its_metrics_without_training(tiny_model):
-    from mobilecls import train
+    from mobilecls.training import train
 
     before = {name: os.path.getmtime(os.path.join(tiny_model.path, name)) for name in os.listdir(tiny_model.path)}
     run = train.fit(None, tiny_model.path, resume=True, quiet=True)
@@ -206,7 +206,7 @@ def test_quantize_refuses_data_with_other_class_names(tmp_path, tiny_model):
 
 
 def test_a_full_disk_in_quantize_is_one_line_and_keeps_the_input(tmp_path, tiny_model, monkeypatch):
-    from mobilecls import quantize
+    from mobilecls.export import quantize
 
     def disk_full(path, content):
         raise OSError(errno.ENOSPC, "No space left on device", path)

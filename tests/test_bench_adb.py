@@ -80,7 +80,7 @@ def host_dir(sandbox):
 
 @pytest.fixture(scope="module")
 def tiny_model(host_dir):
-    from mobilecls.convert import to_tflite
+    from mobilecls.export.convert import to_tflite
     from mobilecls.models import build_model
 
     path = host_dir / f"{EVIL_NAME}.tflite"

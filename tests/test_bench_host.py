@@ -13,7 +13,7 @@ from mobilecls.bench.result import read_csv, read_json, write_csv, write_json
 @pytest.fixture(scope="module")
 def tflite_files(tmp_path_factory):
     """A tiny MobileNetV2 as fp32 and as full-int8 .tflite files."""
-    from mobilecls.convert import to_tflite
+    from mobilecls.export.convert import to_tflite
     from mobilecls.models import build_model
 
     folder = tmp_path_factory.mktemp("bench")

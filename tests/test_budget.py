@@ -9,8 +9,9 @@ import pytest
 from click.testing import CliRunner
 from test_fit import TINY  # the tiny synthetic recipe the fit tests train
 
-from mobilecls import budget, recipes
+from mobilecls import recipes
 from mobilecls.cli import main
+from mobilecls.training import budget
 
 
 def test_epochs_within_counts_whole_epochs_in_what_is_left_after_a_safety_margin():
@@ -69,7 +70,7 @@ def test_a_non_positive_budget_is_refused_by_the_recipe():
 
 @pytest.mark.slow  # a 30-second run
 def test_a_budgeted_run_trains_the_planned_epochs_and_records_the_plan(tmp_path):
-    from mobilecls.train import fit
+    from mobilecls.training.train import fit
 
     recipe = recipes.replace(TINY, train={"time_budget_minutes": 0.5})
     run = fit(recipe, str(tmp_path / "run"), quiet=True)
@@ -99,7 +100,7 @@ def test_a_budget_too_short_for_one_epoch_is_a_cli_error_that_writes_nothing(tmp
 def _plan(recipe, strategy, monkeypatch, probe=lambda *args: budget.EpochCost(1.0, 0.1)):
     from types import SimpleNamespace
 
-    from mobilecls import train
+    from mobilecls.training import train
 
     monkeypatch.setattr(budget, "measure_epoch_cost", probe)
     split = SimpleNamespace(images=np.zeros((500, 1)))
@@ -124,7 +125,7 @@ def test_a_budget_is_refused_with_multiworker(monkeypatch):
 
 
 def test_the_probe_times_the_runs_own_epoch_callbacks_in_a_folder_it_removes(monkeypatch):
-    from mobilecls import train
+    from mobilecls.training import train
 
     seen = {}
 

@@ -96,7 +96,7 @@ def test_mediapipe_image_classifier_gives_names_probabilities_and_litert_top1(me
 
 def _every_mode(folder, model_path, images):
     """Default files of every mode, the int8 one also with int8 I/O, and an upgraded old dynamic file."""
-    from mobilecls.convert import make_converter
+    from mobilecls.export.convert import make_converter
     from mobilecls.models.io import load_keras_model
 
     paths = {}

@@ -8,14 +8,14 @@ from click.testing import CliRunner
 
 from mobilecls.cli import main
 from mobilecls.data import load
-from mobilecls.evaluate import compare, evaluate
+from mobilecls.evaluation.evaluate import compare, evaluate
 from mobilecls.models import build_model
 from mobilecls.runtime import TFLiteClassifier, predict_tflite
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    from mobilecls.quantize import quantize
+    from mobilecls.export.quantize import quantize
 
     folder = tmp_path_factory.mktemp("eval")
     data = load("synthetic")
@@ -117,7 +117,7 @@ def test_compare_finds_no_diverging_layer_between_a_model_and_its_fp32_file(file
 
 def test_compare_names_the_first_layer_that_diverges(files, tmp_path):
     from mobilecls._tf import keras
-    from mobilecls.convert import to_tflite
+    from mobilecls.export.convert import to_tflite
     from mobilecls.models.io import load_keras_model
 
     folder, data = files

@@ -21,7 +21,7 @@ TINY = recipes.from_dict({
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from mobilecls.train import fit
+    from mobilecls.training.train import fit
 
     return fit(TINY, str(tmp_path_factory.mktemp("runs") / "tiny"), quiet=True)
 
@@ -45,7 +45,7 @@ def test_run_folder_holds_models_history_metrics_and_plots(run):
 def test_best_model_reloads_and_reproduces_the_val_metrics(run):
     from mobilecls._tf import keras
     from mobilecls.data import load
-    from mobilecls.metrics import classification_metrics
+    from mobilecls.evaluation.metrics import classification_metrics
 
     model = keras.models.load_model(run.model_path, compile=False)
     data = load("synthetic", seed=7)
@@ -56,7 +56,7 @@ def test_best_model_reloads_and_reproduces_the_val_metrics(run):
 
 
 def test_same_seed_and_data_give_the_same_first_epoch(run, tmp_path):
-    from mobilecls.train import fit
+    from mobilecls.training.train import fit
 
     second = fit(TINY, str(tmp_path / "again"), quiet=True)
     rows = []
@@ -100,8 +100,8 @@ def test_an_unknown_model_is_refused_before_anything_runs(tmp_path):
 
 
 def test_ctrl_c_leaves_a_run_that_resumes_where_it_stopped(tmp_path, monkeypatch):
-    from mobilecls import train
     from mobilecls._tf import keras
+    from mobilecls.training import train
 
     recipe = recipes.replace(TINY, train={"epochs": 2})
     original = train._Monitor.on_train_batch_end
@@ -128,8 +128,8 @@ def test_ctrl_c_leaves_a_run_that_resumes_where_it_stopped(tmp_path, monkeypatch
 
 
 def test_a_nan_loss_stops_the_run_with_a_clear_message(tmp_path, monkeypatch):
-    from mobilecls import train
     from mobilecls._tf import keras
+    from mobilecls.training import train
 
     # A NaN learning rate turns the weights, and so the loss, into NaN after the first step.
     monkeypatch.setattr(train, "make_optimizer", lambda recipe, steps: keras.optimizers.SGD(float("nan")))

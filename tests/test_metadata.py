@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from tflite_files import NAMES, confident_model, opcode_versions, save_run, with_legacy_metadata
 
 from mobilecls.cli import main
-from mobilecls.metadata import MIN_PARSER_VERSION, min_runtime_version, read_metadata
+from mobilecls.export.metadata import MIN_PARSER_VERSION, min_runtime_version, read_metadata
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +36,8 @@ def _softmax(logits):
 
 
 def test_fp32_file_has_standard_metadata_labels_and_a_softmax(run, images, tmp_path):
-    from mobilecls.convert import inspect_tflite
-    from mobilecls.metadata import _metadata_entries
+    from mobilecls.export.convert import inspect_tflite
+    from mobilecls.export.metadata import _metadata_entries
     from mobilecls.runtime import predict_tflite
 
     path, model = run
@@ -64,7 +64,7 @@ def test_fp32_file_has_standard_metadata_labels_and_a_softmax(run, images, tmp_p
 
 
 def test_int8_defaults_to_uint8_io_with_an_int8_softmax_in_one_partition(run, images, tmp_path):
-    from mobilecls.convert import inspect_tflite
+    from mobilecls.export.convert import inspect_tflite
     from mobilecls.runtime import predict_tflite
 
     path, _ = run
@@ -92,9 +92,9 @@ def test_int8_defaults_to_uint8_io_with_an_int8_softmax_in_one_partition(run, im
 
 def test_appended_softmax_gives_what_the_converter_makes_of_a_softmax_layer(run, images):
     from mobilecls._tf import keras
-    from mobilecls.convert import inspect_tflite, to_tflite
+    from mobilecls.export.convert import inspect_tflite, to_tflite
+    from mobilecls.export.tflite_edit import append_softmax, int8_io_to_uint8
     from mobilecls.runtime import predict_tflite
-    from mobilecls.tflite_edit import append_softmax, int8_io_to_uint8
 
     _, model = run
     calibration = [images[:16].astype(np.float32)]
@@ -106,7 +106,7 @@ def test_appended_softmax_gives_what_the_converter_makes_of_a_softmax_layer(run,
 
 
 def test_logits_option_and_int8_io_contract(run, tmp_path):
-    from mobilecls.convert import inspect_tflite
+    from mobilecls.export.convert import inspect_tflite
 
     path, _ = run
     out = tmp_path / "m.tflite"
@@ -133,7 +133,7 @@ def test_dynamic_file_avoids_fully_connected_version_12(run, tmp_path):
 
 def _legacy_file(model, mode, tmp_path, io="float32", images=None):
     """A file as mobilecls wrote it before: logits, int8 I/O, per-channel dense weights, JSON metadata."""
-    from mobilecls.convert import make_converter
+    from mobilecls.export.convert import make_converter
 
     calibration = None if images is None else [images[:16].astype(np.float32)]
     converter = make_converter(model, mode, calibration=calibration, io=io)
@@ -146,7 +146,7 @@ def _legacy_file(model, mode, tmp_path, io="float32", images=None):
 
 
 def test_upgrade_turns_an_old_int8_file_into_a_client_ready_one_with_the_same_top1(run, images, tmp_path):
-    from mobilecls.convert import inspect_tflite
+    from mobilecls.export.convert import inspect_tflite
     from mobilecls.runtime import predict_tflite
 
     _, model = run
@@ -194,8 +194,8 @@ def test_upgrade_errors_are_one_line_and_leave_the_file_alone(tmp_path):
 
 
 def test_class_names_must_match_the_output():
-    from mobilecls.convert import to_tflite
-    from mobilecls.metadata import write_metadata
+    from mobilecls.export.convert import to_tflite
+    from mobilecls.export.metadata import write_metadata
     from mobilecls.models import build_model
 
     content = to_tflite(build_model("mobilenet_v2", width=0.35, input_size=32, num_classes=3))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mobilecls.metrics import classification_metrics, top_k_accuracy
+from mobilecls.evaluation.metrics import classification_metrics, top_k_accuracy
 
 
 def test_macro_precision_recall_f1_and_confusion_by_hand():

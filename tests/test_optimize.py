@@ -48,7 +48,7 @@ def test_pruned_model_has_no_wrappers_left(pruned_folder):
 
 
 def test_qat_of_a_pruned_model_keeps_its_zeros_and_exports_full_int8(pruned_folder, tmp_path):
-    from mobilecls.convert import inspect_tflite, to_tflite
+    from mobilecls.export.convert import inspect_tflite, to_tflite
     from mobilecls.models.io import load_keras_model
 
     out = tmp_path / "qat"
@@ -122,7 +122,7 @@ def test_xnnpack_policy_refuses_a_model_without_a_sparse_subgraph(float_model, t
 
 
 def test_xnnpack_policy_prunes_only_1x1_convs_and_writes_a_sparse_file(tmp_path):
-    from mobilecls.convert import inspect_tflite
+    from mobilecls.export.convert import inspect_tflite
     from mobilecls.optimize.prune import (
         layer_sparsity,
         pointwise_sparsity,

@@ -22,7 +22,7 @@ TINY = recipes.from_dict({
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    from mobilecls.pipeline import run_pipeline
+    from mobilecls.workflow import run_pipeline
 
     out = str(tmp_path_factory.mktemp("pipe") / "run")
     return out, run_pipeline(TINY, out, quiet=True, bench_threads=(1,), bench_runs=3)
@@ -41,7 +41,7 @@ def test_every_stage_leaves_its_output(finished):
 
 
 def test_a_second_run_redoes_no_stage(finished):
-    from mobilecls.pipeline import run_pipeline
+    from mobilecls.workflow import run_pipeline
 
     out, _ = finished
     stamps = {path: os.path.getmtime(os.path.join(out, path))

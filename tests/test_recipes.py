@@ -86,7 +86,7 @@ def test_missing_and_malformed_files(tmp_path):
 
 def test_imagenet_recipes_follow_the_original_papers():
     from mobilecls._tf import keras
-    from mobilecls.train import LearningRate, make_optimizer
+    from mobilecls.training.train import LearningRate, make_optimizer
 
     folder = os.path.join(ROOT, "recipes", "imagenet")
     loaded = {os.path.basename(path)[:-5]: recipes.load(path) for path in glob.glob(os.path.join(folder, "*.yaml"))}
@@ -134,7 +134,7 @@ def test_study_ablation_pairs_differ_only_in_the_switch(pair):
 def test_study_file_names_the_recipes_builds_and_only_missing_runs():
     import yaml
 
-    from mobilecls import study
+    from mobilecls.reporting import study
 
     path = os.path.join(ROOT, "study", "cifar10.yaml")
     with open(path, encoding="utf-8") as handle:

@@ -11,8 +11,8 @@ from mobilecls.models import build_model
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    from mobilecls.convert import to_tflite
     from mobilecls.data import load
+    from mobilecls.export.convert import to_tflite
 
     folder = tmp_path_factory.mktemp("report")
     data = load("synthetic")
@@ -72,14 +72,14 @@ def test_report_and_bench_refuse_bad_input(results, tmp_path):
 
 
 def test_pareto_front_keeps_only_the_points_nothing_beats():
-    from mobilecls.report import pareto_front
+    from mobilecls.reporting.report import pareto_front
 
     points = [(1.0, 0.80), (2.0, 0.90), (1.5, 0.70), (3.0, 0.85), (1.0, 0.75), (2.5, 0.92)]
     assert pareto_front(points) == [0, 1, 5]  # (1.5, .70) and (1.0, .75) are beaten by (1.0, .80)
 
 
 def test_files_at_the_same_point_share_one_label():
-    from mobilecls.report import point_labels
+    from mobilecls.reporting.report import point_labels
 
     # fp32 and fp16 of one model (1.005 and 1.010 ms, the same accuracy) are one point on the plot
     points = [(1.005, 0.8948), (1.010, 0.8948), (0.467, 0.8952), (2.975, 0.8958)]

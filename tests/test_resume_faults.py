@@ -20,7 +20,8 @@ import pytest
 
 DRIVER = r"""
 import os, signal, sys
-from mobilecls import files, recipes, train
+from mobilecls import files, recipes
+from mobilecls.training import train
 
 out, data, kill_name, occurrence, mode = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 written = []

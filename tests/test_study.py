@@ -6,8 +6,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from mobilecls import study
 from mobilecls.cli import main
+from mobilecls.reporting import study
 
 # accuracy of each member's float file per seed; int8 is 0.2 points lower; recall = accuracy, F1 0.1 lower
 FLOAT = {"mobilenet_v1": (0.870, 0.874), "mobilenet_v1_standard_conv": (0.880, 0.886),
@@ -166,8 +166,8 @@ def test_study_reads_the_files_eval_and_bench_write(tmp_path):
 
     from mobilecls.bench.host import bench_host
     from mobilecls.bench.result import write_json as write_bench
-    from mobilecls.convert import to_tflite
     from mobilecls.data import load
+    from mobilecls.export.convert import to_tflite
     from mobilecls.models import build_model
 
     data = load("synthetic")

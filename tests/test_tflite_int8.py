@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mobilecls.convert import inspect_tflite, to_tflite
+from mobilecls.export.convert import inspect_tflite, to_tflite
 from mobilecls.models import build_model, list_models
 
 ALL = list_models()

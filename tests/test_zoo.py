@@ -7,11 +7,11 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from mobilecls import zoo
 from mobilecls.cli import main
+from mobilecls.export.tflite_file import read_facts
 from mobilecls.files import gzip_size
 from mobilecls.models.registry import builder_defaults, get_builder, list_models
-from mobilecls.tflite_file import read_facts
+from mobilecls.reporting import zoo
 
 ROOT = os.path.join(os.path.dirname(os.path.dirname(__file__)), "tflite_models")
 SMALL = "cifar10/shufflenet_v2_0.5x"  # the smallest folder (4.4 MB of .tflite files)
@@ -58,7 +58,7 @@ def test_shipped_gzip_sizes_are_those_of_the_files():
 def test_int16x8_is_told_from_its_tensors():
     import numpy as np
 
-    from mobilecls.convert import to_tflite
+    from mobilecls.export.convert import to_tflite
     from mobilecls.models import build_model
 
     model = build_model("mobilenet_v1", width=0.25, input_size=32, num_classes=10)

@@ -35,7 +35,7 @@ def _load(model_path, data, data_dir):
 def model_filename(model):
     """model.keras, or model.h5 for a QAT model: tf_keras 2.21 cannot reload tfmot's QuantizeLayer
     from .keras ("expected 5 variables, but received 3"), while .h5 round-trips."""
-    from mobilecls.convert import is_qat_model
+    from mobilecls.export.convert import is_qat_model
 
     return "model.h5" if is_qat_model(model) else "model.keras"
 
@@ -74,7 +74,7 @@ def prune_run(model_path, data, out, sparsity=0.5, schedule="polynomial", struct
     Returns:
         The report dict.
     """
-    from mobilecls.convert import to_tflite
+    from mobilecls.export.convert import to_tflite
     from mobilecls.files import gzip_size
     from mobilecls.models.io import load_keras_model
     from mobilecls.optimize import prune
@@ -129,7 +129,7 @@ def sparse_inference_speedup(model, folder, runs=100):
     import tempfile
 
     from mobilecls.bench.host import bench_host
-    from mobilecls.convert import inspect_tflite, to_tflite
+    from mobilecls.export.convert import inspect_tflite, to_tflite
     from mobilecls.files import write_atomically
     from mobilecls.optimize.prune import pointwise_sparsity
 

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from mobilecls.convert import check_graph, inspect_tflite, is_qat_model, to_tflite
+from mobilecls.export.convert import check_graph, inspect_tflite, is_qat_model, to_tflite
 from mobilecls.files import check_output_file, write_atomically
 from mobilecls.models.io import class_names_beside, load_keras_model
 
@@ -37,7 +37,7 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, c
     """Convert a .keras model to a checked .tflite file with standard TFLite Metadata.
 
     The file ends in a softmax (probabilities; in int8 files an int8 softmax) unless ``logits``,
-    and carries the class names as the metadata's labels file (see ``mobilecls.packaging``).
+    and carries the class names as the metadata's labels file (see ``mobilecls.export.packaging``).
 
     Args:
         model_path: a float or QAT .keras model taking RGB pixels 0..255.
@@ -61,7 +61,7 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, c
     if calibration_steps < 1:
         raise ValueError(f"--calibration-steps must be >= 1, got {calibration_steps}")
 
-    from mobilecls.packaging import general_info, package
+    from mobilecls.export.packaging import general_info, package
 
     io = io or default_io(mode)
     model = load_keras_model(model_path)
@@ -101,7 +101,7 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, c
     report = inspect_tflite(content)
     check_graph(report, mode)
     write_atomically(out, content)
-    from mobilecls.metadata import read_metadata
+    from mobilecls.export.metadata import read_metadata
 
     return report, read_metadata(content)
 
@@ -114,7 +114,7 @@ def ptq_report(model_path, data, calibration_steps=256, debug_steps=64, worst=5,
             images that do not fit the model.
     """
     from mobilecls.data import load
-    from mobilecls.quantize_debug import quantization_report
+    from mobilecls.export.quantize_debug import quantization_report
 
     model = load_keras_model(model_path)
     if is_qat_model(model):

@@ -11,14 +11,15 @@ import time
 
 import numpy as np
 
-from mobilecls import budget, recipes, run_state
+from mobilecls import recipes
 from mobilecls._tf import keras, tf
 from mobilecls.data import load as load_data
 from mobilecls.data.pipeline import evaluation_batches, training_batches
 from mobilecls.errors import RunFailed
+from mobilecls.evaluation.metrics import classification_metrics
 from mobilecls.files import replacing, staging_folder, write_atomically, write_json
-from mobilecls.metrics import classification_metrics
 from mobilecls.models import build_model
+from mobilecls.training import budget, run_state
 
 
 @keras.utils.register_keras_serializable("mobilecls")
@@ -130,7 +131,7 @@ class _Recorder(keras.callbacks.Callback):
     """After every epoch: its weights checkpoint, the resume state, best.keras, then the manifest.
 
     Each file is written atomically and the manifest last, so a kill at any moment leaves either
-    the previous epoch's consistent files or the new ones (see ``mobilecls.run_state``).
+    the previous epoch's consistent files or the new ones (see ``mobilecls.training.run_state``).
     """
 
     def __init__(self, folder, state, monitor):
@@ -422,7 +423,7 @@ def _finish(out, recipe, state, best, data, strategy, distribution, entered):
     if state["plan"]:
         metrics["time_budget"] = state["plan"]
     write_json(os.path.join(out, "metrics.json"), metrics)
-    from mobilecls.plots import plot_confusion, plot_curves
+    from mobilecls.training.plots import plot_confusion, plot_curves
 
     plot_curves(os.path.join(out, run_state.HISTORY), os.path.join(out, "curves.png"))
     plot_confusion(metrics["val"]["confusion"], data.class_names, os.path.join(out, "confusion.png"))

@@ -25,10 +25,10 @@ def run_pipeline(recipe, out, quiet=False, bench_threads=(1, 2), bench_runs=30):
     (fp32, fp16, dynamic, int8_ptq, int8_qat), eval/*.json, bench.json, report/table.md and
     report/pareto.png.
     """
-    from mobilecls.evaluate import evaluate
+    from mobilecls.evaluation.evaluate import evaluate
+    from mobilecls.export.quantize import quantize
     from mobilecls.files import write_json
     from mobilecls.optimize.runs import prune_run, qat_run
-    from mobilecls.quantize import quantize
 
     if isinstance(recipe, str):
         recipe = recipes.load(recipe)
@@ -45,7 +45,7 @@ def run_pipeline(recipe, out, quiet=False, bench_threads=(1, 2), bench_runs=30):
 
     fit_dir = os.path.join(out, "fit")
     if not _done(os.path.join(fit_dir, "metrics.json")):
-        from mobilecls.train import fit
+        from mobilecls.training.train import fit
 
         resume = os.path.isfile(os.path.join(fit_dir, "recipe.yaml"))
         _log(quiet, "fit" + (" (resuming)" if resume else ""))
@@ -95,7 +95,7 @@ def run_pipeline(recipe, out, quiet=False, bench_threads=(1, 2), bench_runs=30):
 
         _log(quiet, "bench")
         write_json(bench_host(list(files.values()), threads=bench_threads, runs=bench_runs), bench_file)
-    from mobilecls.report import report
+    from mobilecls.reporting.report import report
 
     _log(quiet, "report")
     return report([*results, bench_file], os.path.join(out, "report"))

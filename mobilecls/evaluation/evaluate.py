@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 
+from mobilecls.evaluation.metrics import classification_metrics
 from mobilecls.files import gzip_size
-from mobilecls.metrics import classification_metrics
 from mobilecls.runtime import TFLiteClassifier, predict_tflite
 
 
@@ -29,8 +29,8 @@ class ModelFile:
         return self.keras_model.predict(images.astype(np.float32), batch_size=256, verbose=0)
 
     def layer_outputs(self, images):
-        """{layer name: outputs} on ``images`` (see ``mobilecls.divergence``)."""
-        from mobilecls.divergence import keras_layer_outputs, tflite_layer_outputs
+        """{layer name: outputs} on ``images`` (see ``mobilecls.evaluation.divergence``)."""
+        from mobilecls.evaluation.divergence import keras_layer_outputs, tflite_layer_outputs
 
         if self.keras_model is None:
             return tflite_layer_outputs(self.content, images)
@@ -45,8 +45,8 @@ def open_model(path):
         ValueError: the file is not a TFLite file or not a loadable Keras model.
     """
     if path.endswith(".tflite"):
+        from mobilecls.export.metadata import read_metadata
         from mobilecls.files import read_tflite
-        from mobilecls.metadata import read_metadata
 
         content = read_tflite(path)
         try:
@@ -144,7 +144,7 @@ def _softmax(logits):
 def _divergence(first_model, second_model, images, first, second, probes):
     """Layer-by-layer comparison on the ``probes`` images where the outputs differ most
     (those with a different top-1 first)."""
-    from mobilecls.divergence import first_divergence
+    from mobilecls.evaluation.divergence import first_divergence
 
     disagree = first.argmax(1) != second.argmax(1)
     order = np.lexsort((-np.abs(first - second).max(axis=1), ~disagree))[:probes]

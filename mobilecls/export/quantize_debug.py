@@ -12,14 +12,14 @@ import math
 
 import numpy as np
 
-from mobilecls.convert import layer_of_tensor
+from mobilecls.export.convert import layer_of_tensor
 
 ROUNDING_NOISE = 1 / math.sqrt(12)
 
 
 def _debugger(model, calibration, debug_images, denylisted=()):
     from mobilecls._tf import tf
-    from mobilecls.convert import make_converter
+    from mobilecls.export.convert import make_converter
 
     options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(denylisted)) if denylisted else None
     return tf.lite.experimental.QuantizationDebugger(
@@ -76,7 +76,7 @@ def quantization_report(model, calibration, debug_images, images, labels, worst=
         A dict: layers (execution order), worst (tensors, worst first), accuracy (float, int8,
         int8_worst_in_float).
     """
-    from mobilecls.convert import to_tflite
+    from mobilecls.export.convert import to_tflite
     from mobilecls.runtime import predict_tflite
 
     layers = layer_errors(model, calibration, debug_images)

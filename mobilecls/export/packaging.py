@@ -1,7 +1,7 @@
 """A converted graph -> a .tflite file that app clients run as it is; and the same for old files.
 
 What "as it is" means: MediaPipe Tasks' ImageClassifier and the TFLite Task Library need
-standard TFLite Metadata (``mobilecls.metadata``), uint8 or float32 tensors (not int8), and
+standard TFLite Metadata (``mobilecls.export.metadata``), uint8 or float32 tensors (not int8), and
 give meaningful scores only when the graph ends in a softmax. ``package`` makes a freshly
 converted graph so; ``upgrade_file`` makes an existing mobilecls file so (its Keras model may be
 gone), with the same edits, and checks that top-1 does not change.
@@ -11,8 +11,8 @@ import os
 
 import numpy as np
 
-from mobilecls import metadata, tflite_edit
 from mobilecls.errors import RunFailed
+from mobilecls.export import metadata, tflite_edit
 from mobilecls.files import read_tflite, write_atomically
 
 DEFAULT_DESCRIPTION = "Image classifier: RGB image in, one score per class out."
@@ -88,7 +88,7 @@ def upgrade_file(path, out=None, class_names=None, images=None, softmax=True, ui
         FileNotFoundError: ``path`` does not exist.
         ValueError: not a TFLite classifier, no class names, or top-1 changed on some image.
     """
-    from mobilecls.convert import check_graph, inspect_tflite
+    from mobilecls.export.convert import check_graph, inspect_tflite
 
     original = read_tflite(path)
     try:

@@ -10,7 +10,7 @@ A file carries two metadata buffers:
 - ``mobilecls``: provenance only (mode, I/O types, QAT, source file, producer), JSON.
 
 Written with the ``flatbuffers`` package and the schema's generated code
-(``mobilecls._metadata_schema_fb``); checked against MediaPipe's own reader and ImageClassifier
+(``mobilecls.export._metadata_schema_fb``); checked against MediaPipe's own reader and ImageClassifier
 in ``tests/test_clients.py``.
 """
 
@@ -21,7 +21,7 @@ import zipfile
 
 import numpy as np
 
-from mobilecls import _metadata_schema_fb as fb
+from mobilecls.export import _metadata_schema_fb as fb
 
 STANDARD_NAME = "TFLITE_METADATA"
 PROVENANCE_NAME = "mobilecls"

@@ -36,7 +36,7 @@ def tflite_layer_outputs(content, images):
     comparable with a Keras model's output.
     """
     from mobilecls._tf import Interpreter, OpResolverType
-    from mobilecls.convert import layer_of_tensor
+    from mobilecls.export.convert import layer_of_tensor
     from mobilecls.runtime import quantize_input
 
     interpreter = Interpreter(model_content=bytes(content), experimental_preserve_all_tensors=True,

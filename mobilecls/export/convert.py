@@ -6,7 +6,6 @@ import numpy as np
 
 from mobilecls._tf import Interpreter, keras, tf
 from mobilecls.errors import RunFailed
-from mobilecls.metadata import read_metadata  # noqa: F401  (mobilecls.convert.read_metadata, as before)
 
 MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
 IO_TYPES = ("float32", "int8", "uint8")
