@@ -324,9 +324,9 @@ def evaluate(model_paths, data, data_dir, split, compare, json_out):
                    f"{result['accuracy']:.4f}, top-5 {result['top5']:.4f}, precision {result['precision']:.4f}, "
                    f"recall {result['recall']:.4f}, F1 {result['f1']:.4f}, {result['images_per_sec']:.0f} images/s")
     if json_out:
-        from mobilecls.files import write_atomically
+        from mobilecls.files import write_json
 
-        write_atomically(json_out, json.dumps(result, indent=2))
+        write_json(json_out, result)
     click.echo(summary)
 
 
@@ -454,9 +454,9 @@ def bench(models, threads, runs, warmup, min_seconds, json_out, csv_out, adb, se
 
         measured = bench_host(models, threads=threads, runs=runs, warmup=warmup, min_seconds=min_seconds)
     if json_out:
-        results.write_json(measured, json_out)
+        results.write_json(json_out, measured)
     if csv_out:
-        results.write_csv(measured, csv_out)
+        results.write_csv(csv_out, measured)
     for row in measured:
         click.echo(row.summary_line())
 

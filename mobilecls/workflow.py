@@ -90,11 +90,11 @@ def run_pipeline(recipe, out, quiet=False, bench_threads=(1, 2), bench_runs=30):
         results.append(result)
     bench_file = os.path.join(out, "bench.json")
     if not _done(bench_file):
+        from mobilecls.bench import result as bench_results
         from mobilecls.bench.host import bench_host
-        from mobilecls.bench.result import write_json
 
         _log(quiet, "bench")
-        write_json(bench_host(list(files.values()), threads=bench_threads, runs=bench_runs), bench_file)
+        bench_results.write_json(bench_file, bench_host(list(files.values()), threads=bench_threads, runs=bench_runs))
     from mobilecls.reporting.report import report
 
     _log(quiet, "report")

@@ -78,8 +78,8 @@ def test_round_robin_interleaves_and_honours_min_seconds(monkeypatch):
 def test_json_and_csv_round_trip_atomically(results, tmp_path):
     json_path, csv_path = tmp_path / "bench.json", tmp_path / "bench.csv"
     for _ in range(2):  # the second write replaces the first
-        write_json(results, json_path)
-        write_csv(results, csv_path)
+        write_json(json_path, results)
+        write_csv(csv_path, results)
     assert read_json(json_path) == results
     assert read_csv(csv_path) == results
     assert sorted(os.listdir(tmp_path)) == ["bench.csv", "bench.json"]  # no temporary files left
@@ -90,8 +90,8 @@ def test_csv_keeps_unknown_values_op_profile_and_extra(tmp_path):
                          warmup_ms=None, mean_ms=2.71, std_ms=0.17, min_ms=2.55, max_ms=3.4, p50_ms=None,
                          p90_ms=None, p99_ms=None, size_bytes=None, gzip_bytes=None, peak_memory_mb=None,
                          op_profile=[["CONV_2D", 1.234], ("ADD", 0.2)], extra={"soc": "SM8550", "cores": [4, 3, 1]})
-    write_csv([device], tmp_path / "device.csv")
-    write_json([device], tmp_path / "device.json")
+    write_csv(tmp_path / "device.csv", [device])
+    write_json(tmp_path / "device.json", [device])
     assert read_csv(tmp_path / "device.csv") == [device] == read_json(tmp_path / "device.json")
     assert device.op_profile == (("CONV_2D", 1.234), ("ADD", 0.2))
     assert "R58M12ABCDE" in device.summary_line() and "p90 -" in device.summary_line()
@@ -106,7 +106,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(results, tmp_path, 
 
     monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
-        write_json(results, path)
+        write_json(path, results)
     assert os.listdir(tmp_path) == ["bench.json"] and path.read_text(encoding="utf-8") == "old"
 
 

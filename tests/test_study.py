@@ -184,7 +184,7 @@ def test_study_reads_the_files_eval_and_bench_write(tmp_path):
             result = CliRunner().invoke(main, ["eval", str(paths[kind]), "--data", "synthetic",
                                                "--json", str(tmp_path / f"{member}_{mode}.json")])
             assert result.exit_code == 0, result.output
-        write_bench(bench_host([str(paths["int8"])], threads=(1,), runs=3, warmup=1), tmp_path / f"{member}_bench.json")
+        write_bench(tmp_path / f"{member}_bench.json", bench_host([str(paths["int8"])], threads=(1,), runs=3, warmup=1))
         spec["members"][member] = {"build": BUILD[member], "runs": [
             {"seed": 0, "float": f"{member}_fp32.json", "int8": f"{member}_int8.json",
              "bench": f"{member}_bench.json"}]}

@@ -130,7 +130,7 @@ def _columns():
     return [field.name for field in dataclasses.fields(BenchResult)]
 
 
-def write_json(results, path):
+def write_json(path, results):
     """Write ``results`` (BenchResults) to ``path`` as a JSON list, atomically."""
     write_atomically(path, json.dumps([result.to_dict() for result in results], indent=2) + "\n")
 
@@ -141,7 +141,7 @@ def read_json(path):
         return [BenchResult.from_dict(values) for values in json.load(handle)]
 
 
-def write_csv(results, path):
+def write_csv(path, results):
     """Write ``results`` to ``path`` as CSV, one row per result, atomically.
 
     Unknown values are empty cells; ``op_profile`` and ``extra`` are JSON text in their cells.

@@ -13,7 +13,6 @@ so a second load reads one file instead of decoding them all.
 import concurrent.futures
 import hashlib
 import os
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from mobilecls.data.dataset import Dataset, Split
+from mobilecls.files import replacing
 
 SPLIT_FOLDERS = ("train", "val", "test")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -217,16 +217,9 @@ def _write_cache(cache_file, dataset):
               "skipped": np.array(dataset.skipped, dtype=str)}
     for split, data in dataset.splits.items():
         arrays[f"images_{split}"], arrays[f"labels_{split}"] = data.images, data.labels
-    temporary = None
     try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        # Write elsewhere, then rename: a concurrent or interrupted load never sees half a file.
-        with tempfile.NamedTemporaryFile(dir=cache_file.parent, prefix=cache_file.stem, suffix=".tmp",
-                                         delete=False) as handle:
-            temporary = handle.name
-            np.savez(handle, **arrays)
-        os.replace(temporary, cache_file)
+        # Written beside it, then renamed: a concurrent or interrupted load never sees half a file.
+        with replacing(str(cache_file)) as temporary:
+            np.savez(temporary, **arrays)
     except OSError as error:
-        if temporary is not None and os.path.exists(temporary):
-            os.remove(temporary)
         warnings.warn(f"could not write dataset cache {cache_file}: {error}", stacklevel=3)

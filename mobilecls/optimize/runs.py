@@ -1,10 +1,8 @@
 """`prune` and `qat` as commands: load, wrap, fine-tune, write an output folder atomically."""
 
-import json
 import os
-import shutil
-import tempfile
 
+from mobilecls.files import staging_folder, write_json
 from mobilecls.optimize.finetune import check_distill, fine_tune
 
 
@@ -40,21 +38,10 @@ def model_filename(model):
     return "model.h5" if is_qat_model(model) else "model.keras"
 
 
-def _publish(staging, out, model, report, dataset):
-    model.save(os.path.join(staging, model_filename(model)))
-    with open(os.path.join(staging, "classes.json"), "w", encoding="utf-8") as handle:
-        json.dump(list(dataset.class_names), handle)
-    with open(os.path.join(staging, "report.json"), "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2)
-    if os.path.isdir(out):
-        os.rmdir(out)  # empty (checked before any work)
-    os.replace(staging, out)
-
-
-def _staging(out):
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    return tempfile.mkdtemp(prefix=".staging-", dir=parent)
+def _write_outputs(folder, model, report, dataset):
+    model.save(os.path.join(folder, model_filename(model)))
+    write_json(os.path.join(folder, "classes.json"), list(dataset.class_names))
+    write_json(os.path.join(folder, "report.json"), report)
 
 
 def prune_run(model_path, data, out, sparsity=0.5, schedule="polynomial", structured=None, epochs=5, lr=0.01,
@@ -107,13 +94,10 @@ def prune_run(model_path, data, out, sparsity=0.5, schedule="polynomial", struct
               "tflite_fp32_gzip_bytes": {"before": gzip_size(dense_tflite),
                                          "after": gzip_size(sparse_tflite)}, "policy": policy,
               "xnnpack_sparse_qualifies": prune.xnnpack_qualification(model) is None}
-    staging = _staging(out)
-    try:
+    with staging_folder(out) as staging:  # out appears complete or not at all
         if policy == "xnnpack":
             report["xnnpack_sparse"] = sparse_inference_speedup(pruned, staging, bench_runs)
-        _publish(staging, out, pruned, report, dataset)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        _write_outputs(staging, pruned, report, dataset)
     return report
 
 
@@ -165,9 +149,6 @@ def qat_run(model_path, data, out, epochs=1, lr=1e-4, batch_size=128, data_dir=N
     after = fine_tune(quantized, dataset, epochs, lr, batch_size, quiet=quiet)
     report = {"source": model_path, "epochs": epochs, "val_accuracy_float": before, "val_accuracy_qat": after,
               "sparsity_preserving": sparsity >= PRUNED_THRESHOLD, "sparsity_before": sparsity}
-    staging = _staging(out)
-    try:
-        _publish(staging, out, quantized, report, dataset)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with staging_folder(out) as staging:
+        _write_outputs(staging, quantized, report, dataset)
     return report
