@@ -94,24 +94,18 @@ def profile(name, input_size, num_classes, width, as_json):
 
     Example: mobilecls profile mobilenet_v1 --input-size 224
     """
-    import dataclasses
+    from mobilecls.models.profile import layer_report
 
-    from mobilecls.models import build_model
-    from mobilecls.models.profile import count_params, layer_costs
-
-    model = build_model(name, width=width, input_size=input_size, num_classes=num_classes)
-    costs = layer_costs(model)
+    result = layer_report(name, width=width, input_size=input_size, num_classes=num_classes)
     if as_json:
-        click.echo(json.dumps({"name": name, "width": width, "params": count_params(model),
-                               "macs": sum(c.macs for c in costs),
-                               "layers": [dataclasses.asdict(c) for c in costs]}, indent=2))
+        click.echo(json.dumps(result, indent=2))
         return
     click.echo(f"{'layer':<36} {'kind':<10} {'formula':<10} {'output':<14} {'MACs':>12} {'params':>9}")
-    for c in costs:
-        output = "x".join(map(str, c.output))
-        click.echo(f"{c.name:<36} {c.kind:<10} {c.formula:<10} {output:<14} {c.macs:>12,} {c.params:>9,}")
-    click.echo(f"{'total':<36} {'':<10} {'':<10} {'':<14} {sum(c.macs for c in costs):>12,} "
-               f"{count_params(model):>9,}")
+    for c in result["layers"]:
+        output = "x".join(map(str, c["output"]))
+        click.echo(f"{c['name']:<36} {c['kind']:<10} {c['formula']:<10} {output:<14} {c['macs']:>12,} "
+                   f"{c['params']:>9,}")
+    click.echo(f"{'total':<36} {'':<10} {'':<10} {'':<14} {result['macs']:>12,} {result['params']:>9,}")
 
 
 @main.command()
@@ -139,7 +133,6 @@ def fit(recipe_path, assignments, model, data, data_dir, epochs, batch_size, see
     Example: mobilecls fit --recipe recipes/demo.yaml --out runs/demo
     """
     import os
-    import time
 
     from mobilecls import recipes
 
@@ -155,19 +148,12 @@ def fit(recipe_path, assignments, model, data, data_dir, epochs, batch_size, see
                                    f"{', '.join(refused)} (start a new run with --out to change them)")
         recipe, out = None, resume
     else:
-        recipe = recipes.load(recipe_path) if recipe_path else recipes.Recipe()
-        recipe = recipes.override(recipe, assignments)
-        # Flags are typed values already, so they replace keys directly (no YAML parsing of paths).
-        flags = {("model", "name"): model, ("data", "spec"): data, ("data", "data_dir"): data_dir,
-                 ("train", "epochs"): epochs, ("train", "batch_size"): batch_size, ("train", "seed"): seed,
-                 ("train", "time_budget_minutes"): time_budget}
-        changes = {}
-        for (section, key), value in flags.items():
-            if value is not None:
-                changes.setdefault(section, {})[key] = value
-        recipe = recipes.replace(recipe, **changes)
-        out = out or f"runs/{recipe.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        recipe = recipes.resolve(recipe_path, assignments, model=model, data=data, data_dir=data_dir, epochs=epochs,
+                                 batch_size=batch_size, seed=seed, time_budget=time_budget)
+    from mobilecls.training.train import default_run_folder
     from mobilecls.training.train import fit as fit_recipe
+
+    out = out or default_run_folder(recipe)
 
     try:
         run = fit_recipe(recipe, out, resume=bool(resume), quiet=quiet, strategy=strategy)
@@ -213,11 +199,12 @@ def quantize(model_path, mode, data, data_dir, calibration_steps, io, logits, au
     """
     import os
 
+    from mobilecls.export.quantize import default_output, report_path
     from mobilecls.export.quantize import quantize as quantize_model
 
     if report and (mode != "int8" or not data):
         raise click.UsageError("--report needs --int8 and --data (it debugs post-training quantization)")
-    out = out or os.path.splitext(model_path)[0] + f"_{mode}.tflite"
+    out = out or default_output(model_path, mode)
     graph, meta = quantize_model(model_path, mode, out, data=data, calibration_steps=calibration_steps, io=io,
                                  data_dir=data_dir, logits=logits, author=author, license=license_)
     from mobilecls.export.metadata import min_runtime_version
@@ -229,7 +216,7 @@ def quantize(model_path, mode, data, data_dir, calibration_steps, io, logits, au
                f"{graph.partitions} XNNPACK partition(s), "
                f"min runtime {min_runtime_version(read_tflite(out)) or 'unknown'}")
     if report:
-        _quantization_report(model_path, data, data_dir, calibration_steps, os.path.splitext(out)[0] + "_report.json")
+        _quantization_report(model_path, data, data_dir, calibration_steps, report_path(out))
 
 
 def _quantization_report(model_path, data, data_dir, calibration_steps, json_out):
@@ -532,13 +519,11 @@ def pipeline(recipe_path, assignments, out, quiet):
 
     Example: mobilecls pipeline --recipe recipes/demo.yaml --out runs/demo
     """
-    import os
-
     from mobilecls import recipes
-    from mobilecls.workflow import run_pipeline
+    from mobilecls.workflow import default_folder, run_pipeline
 
-    recipe = recipes.override(recipes.load(recipe_path), assignments)
-    out = out or os.path.join("runs", "pipeline-" + os.path.splitext(os.path.basename(recipe_path))[0])
+    recipe = recipes.resolve(recipe_path, assignments)
+    out = out or default_folder(recipe_path)
     table = run_pipeline(recipe, out, quiet=quiet)
     click.echo(table, nl=False)
     click.echo(f"report: {out}/report/table.md, {out}/report/pareto.png")

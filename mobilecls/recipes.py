@@ -256,6 +256,33 @@ def replace(recipe, **sections):
     return from_dict(values)
 
 
+# The typed shortcuts of `mobilecls fit` and the recipe key each one sets.
+FLAGS = {"model": ("model", "name"), "data": ("data", "spec"), "data_dir": ("data", "data_dir"),
+         "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"), "seed": ("train", "seed"),
+         "time_budget": ("train", "time_budget_minutes")}
+
+
+def resolve(path=None, assignments=(), **flags):
+    """The recipe at ``path`` (default: ``Recipe()``), then ``override``'s assignments, then ``flags``.
+
+    Flags (the keys of ``FLAGS``, e.g. ``model="shufflenet_v2", epochs=3``) are typed values
+    already, so they replace their keys directly (no YAML parsing of paths); None means not given.
+
+    Raises:
+        ValueError: an unknown flag, or what ``load`` / ``override`` refuse.
+    """
+    unknown = sorted(set(flags) - set(FLAGS))
+    if unknown:
+        raise ValueError(f"unknown recipe flag(s) {', '.join(unknown)}; valid flags: {', '.join(FLAGS)}")
+    recipe = override(load(path) if path else Recipe(), assignments)
+    changes = {}
+    for name, value in flags.items():
+        if value is not None:
+            section, key = FLAGS[name]
+            changes.setdefault(section, {})[key] = value
+    return replace(recipe, **changes)
+
+
 def save(recipe, path):
     """Write ``recipe`` as YAML atomically (a temporary file renamed into place)."""
     from mobilecls.files import write_atomically

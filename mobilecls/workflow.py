@@ -18,6 +18,11 @@ def _log(quiet, message):
         print(f"[pipeline] {message}", flush=True)
 
 
+def default_folder(recipe_path):
+    """Where `mobilecls pipeline` runs when no --out is given: runs/pipeline-<recipe file name>."""
+    return os.path.join("runs", "pipeline-" + os.path.splitext(os.path.basename(recipe_path))[0])
+
+
 def run_pipeline(recipe, out, quiet=False, bench_threads=(1, 2), bench_runs=30):
     """Run every stage of ``recipe`` into ``out``; returns the report table (Markdown).
 

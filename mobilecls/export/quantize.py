@@ -32,6 +32,16 @@ def default_io(mode):
     return "uint8" if mode == "int8" else "float32"
 
 
+def default_output(model_path, mode):
+    """Where `mobilecls quantize` writes when no -o is given: beside the model, MODEL_<mode>.tflite."""
+    return os.path.splitext(model_path)[0] + f"_{mode}.tflite"
+
+
+def report_path(out):
+    """Where `quantize --report` writes its JSON: beside the .tflite file, OUT_report.json."""
+    return os.path.splitext(out)[0] + "_report.json"
+
+
 def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, class_names=None,
              data_dir=None, logits=False, author=None, license=None):
     """Convert a .keras model to a checked .tflite file with standard TFLite Metadata.

@@ -94,10 +94,24 @@ def count_params(model):
     return model.count_params() - sum(layer.count_params() for layer in model.layers if _is_fixed(layer))
 
 
-def summarize(name, width=1.0, input_size=224, num_classes=1000, **kwargs):
-    """Build ``name`` and return {name, width, input_size, num_classes, params, macs}."""
+def _measure(name, width, input_size, num_classes, **kwargs):
+    """(parameters, per-layer costs) of the built model ``name``."""
     from mobilecls.models.registry import build_model
 
     model = build_model(name, width=width, input_size=input_size, num_classes=num_classes, **kwargs)
+    return count_params(model), layer_costs(model)
+
+
+def summarize(name, width=1.0, input_size=224, num_classes=1000, **kwargs):
+    """Build ``name`` and return {name, width, input_size, num_classes, params, macs}."""
+    params, costs = _measure(name, width, input_size, num_classes, **kwargs)
     return {"name": name, "width": width, "input_size": input_size, "num_classes": num_classes,
-            "params": count_params(model), "macs": sum(cost.macs for cost in layer_costs(model))}
+            "params": params, "macs": sum(cost.macs for cost in costs)}
+
+
+def layer_report(name, width=1.0, input_size=224, num_classes=1000, **kwargs):
+    """Build ``name`` and return {name, width, params, macs, layers}, ``layers`` being every
+    ``LayerCost`` as a dict (what `mobilecls profile --json` prints)."""
+    params, costs = _measure(name, width, input_size, num_classes, **kwargs)
+    return {"name": name, "width": width, "params": params, "macs": sum(cost.macs for cost in costs),
+            "layers": [dataclasses.asdict(cost) for cost in costs]}

@@ -305,6 +305,11 @@ def _worker_folder(out, strategy_name):
     return out if task.get("type", "worker") in ("chief", "worker") and index == 0 else f"{out}.worker_{index}"
 
 
+def default_run_folder(recipe, when=None):
+    """Where `mobilecls fit` trains ``recipe`` when no --out is given: runs/<model>-<YYYYmmdd-HHMMSS>."""
+    return f"runs/{recipe.model.name}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(when))}"
+
+
 def fit(recipe, out, resume=False, quiet=False, strategy="default"):
     """Train ``recipe`` into the run folder ``out``.
 
