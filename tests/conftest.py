@@ -1,9 +1,33 @@
+import importlib
 import os
 
 import numpy as np
 import pytest
+from tiny import TINY, small_synthetic, write_tiny_images
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+synthetic_module = importlib.import_module("mobilecls.data.synthetic")  # numpy only, no TensorFlow
+
+LIBRARY_SYNTHETIC = synthetic_module.synthetic  # the library's own sizes (5,000 + 1,000 images)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def small_synthetic_set():
+    """Every "synthetic" spec of the tests loads tiny.SYNTHETIC_TRAIN + SYNTHETIC_TEST images, generated once.
+
+    Tests that call ``synthetic(...)`` with explicit sizes, or use ``library_synthetic``, get the
+    library's own set; subprocesses (test_distribute) do too.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(synthetic_module, "synthetic", small_synthetic(LIBRARY_SYNTHETIC))
+        yield
+
+
+@pytest.fixture
+def library_synthetic(monkeypatch):
+    """The library's synthetic set at its own default sizes, for a test of those defaults."""
+    monkeypatch.setattr(synthetic_module, "synthetic", LIBRARY_SYNTHETIC)
 
 
 @pytest.fixture
@@ -16,20 +40,26 @@ def pixels():
     return make
 
 
-def write_tiny_images(root, per_class=10, size=32):
-    """Four classes of noisy single-colour PNGs: a folder dataset that trains in a second."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for label, colour in enumerate([(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40)]):
-        os.makedirs(os.path.join(root, f"class_{label}"))
-        for index in range(per_class):
-            image = np.clip(rng.normal(colour, 60, (size, size, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(image).save(os.path.join(root, f"class_{label}", f"{index}.png"))
-    return str(root)
-
-
 @pytest.fixture(scope="session")
 def tiny_images(tmp_path_factory):
     """``write_tiny_images`` once per session."""
     return write_tiny_images(tmp_path_factory.mktemp("tiny") / "images")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The session's one trained run of tiny.TINY (test_fit, test_bad_input): best.keras, classes.json,
+    metrics.json, ... Tests must not change its folder (copy it first)."""
+    from mobilecls.training.train import fit
+
+    return fit(TINY, str(tmp_path_factory.mktemp("runs") / "tiny"), quiet=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_fp32(tiny_run, tmp_path_factory):
+    """The tiny run's best.keras as `mobilecls quantize --fp32` writes it (outside the run folder)."""
+    from mobilecls.export.quantize import quantize
+
+    out = str(tmp_path_factory.mktemp("exports") / "best_fp32.tflite")
+    quantize(tiny_run.model_path, "fp32", out)
+    return out

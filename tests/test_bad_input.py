@@ -7,21 +7,14 @@ import shutil
 
 import pytest
 from click.testing import CliRunner
+from tiny import folder_recipe, write_tiny_images
 
 from mobilecls import files, recipes
 from mobilecls.cli import main
-from tests.conftest import write_tiny_images
-
-TINY = {"model": {"name": "mobilenet_v1", "width": 0.25}, "data": {"val_fraction": 0.2},
-        "optimizer": {"lr": 0.05}, "train": {"epochs": 2, "batch_size": 8, "seed": 3}}
 
 
 def _tiny(images, **changes):
-    values = json.loads(json.dumps(TINY))
-    values["data"]["spec"] = f"folder:{images}"
-    for section, keys in changes.items():
-        values[section].update(keys)
-    return recipes.from_dict(values)
+    return folder_recipe(images, **changes)  # the tiny folder recipe (tests/tiny.py)
 
 
 def _invoke(*arguments):
@@ -37,20 +30,14 @@ def _one_line_error(result, status=2):
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory, tiny_images):
-    """A trained tiny run: best.keras with classes.json beside it (4 classes)."""
-    from mobilecls.training.train import fit
-
-    return fit(_tiny(tiny_images, train={"epochs": 1}), str(tmp_path_factory.mktemp("bad") / "run"), quiet=True)
+def tiny_model(tiny_run):
+    """A trained tiny run: best.keras with classes.json beside it (the session's run, conftest.py)."""
+    return tiny_run
 
 
 @pytest.fixture(scope="module")
-def tiny_tflite(tiny_model):
-    from mobilecls.export.quantize import quantize
-
-    out = os.path.join(tiny_model.path, "best_fp32.tflite")
-    quantize(tiny_model.model_path, "fp32", out)
-    return out
+def tiny_tflite(tiny_fp32):
+    return tiny_fp32
 
 
 # fit ----------------------------------------------------------------------------------------------
@@ -195,14 +182,11 @@ def test_quantize_refuses_zero_calibration_steps(tmp_path, tiny_model):
 
 
 def test_quantize_refuses_data_with_other_class_names(tmp_path, tiny_model):
-    other = tmp_path / "other"
-    write_tiny_images(other)
-    for index in range(4):  # same count and image size, other names
-        os.rename(other / f"class_{index}", other / f"kind_{index}")
+    other = write_tiny_images(tmp_path / "other", per_class=2, classes=10, prefix="kind_")  # same count and size
     out = tmp_path / "m.tflite"
     message = _one_line_error(_invoke("quantize", tiny_model.model_path, "--int8", "--data", f"folder:{other}",
                                       "-o", out))
-    assert "was trained on classes class_0, class_1" in message and "kind_0" in message and not out.exists()
+    assert "was trained on classes blob, checkerboard" in message and "kind_0" in message and not out.exists()
 
 
 def test_a_full_disk_in_quantize_is_one_line_and_keeps_the_input(tmp_path, tiny_model, monkeypatch):

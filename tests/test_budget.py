@@ -2,12 +2,13 @@
 
 import csv
 import json
+import math
 import os
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_fit import TINY  # the tiny synthetic recipe the fit tests train
+from tiny import TINY  # the tiny synthetic recipe the fit tests train
 
 from mobilecls import recipes
 from mobilecls.cli import main
@@ -80,10 +81,16 @@ def test_a_budgeted_run_trains_the_planned_epochs_and_records_the_plan(tmp_path)
     assert saved.train.time_budget_minutes == 0.5
     with open(os.path.join(run.path, "history.csv"), encoding="utf-8") as handle:
         assert len(list(csv.DictReader(handle))) == plan["epochs"]
-    # the plan is the arithmetic above on the measured costs (4,500 train / 500 val / 1,000 test images)
+    # the plan is the arithmetic above on the measured costs and the synthetic set's sizes
+    from mobilecls.data import load
+    from mobilecls.training.train import EVAL_BATCH
+
+    sizes = {split: len(part) for split, part in load("synthetic", seed=TINY.train.seed).splits.items()}
+    steps, val_batches = sizes["train"] // 128, math.ceil(sizes["val"] / EVAL_BATCH)
     cost = budget.EpochCost(plan["train_step_s"], plan["eval_batch_s"], plan["epoch_overhead_s"])
-    assert plan["planned_epoch_s"] == pytest.approx(cost.epoch_seconds(4500 // 128, 2))
-    assert plan["epochs"] == budget.epochs_within(30, plan["probe_done_at_s"], cost, 4500 // 128, 2, 2 + 4)
+    assert plan["planned_epoch_s"] == pytest.approx(cost.epoch_seconds(steps, val_batches))
+    assert plan["epochs"] == budget.epochs_within(30, plan["probe_done_at_s"], cost, steps, val_batches,
+                                                  val_batches + math.ceil(sizes["test"] / EVAL_BATCH))
     with open(os.path.join(run.path, "metrics.json"), encoding="utf-8") as handle:
         assert json.load(handle)["total_time_s"] >= run.metrics["wall_time_s"] > 0
 

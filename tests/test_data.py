@@ -248,7 +248,7 @@ def test_parse_spec_errors_list_the_accepted_forms(spec, message):
     assert "'folder:PATH'" in str(error.value) and "'cifar10'" in str(error.value)
 
 
-def test_load_synthetic_holds_out_a_stratified_val_split():
+def test_load_synthetic_holds_out_a_stratified_val_split(library_synthetic):  # the library's sizes
     dataset = load("synthetic", val_fraction=0.2, seed=1)
     assert set(dataset.splits) == {"train", "val", "test"}
     train, val = dataset.splits["train"], dataset.splits["val"]

@@ -6,24 +6,22 @@ import os
 
 import pytest
 from click.testing import CliRunner
+from tiny import TINY  # the tiny synthetic recipe, shared by every module
 
 from mobilecls import recipes
 from mobilecls.cli import main
 
-TINY = recipes.from_dict({
-    "model": {"name": "shufflenet_v2", "width": 0.5},
-    "data": {"spec": "synthetic"},
-    "optimizer": {"lr": 0.05},
-    "schedule": {"name": "cosine"},
-    "train": {"epochs": 1, "batch_size": 128, "seed": 7},
-})
-
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    from mobilecls.training.train import fit
+def run(tiny_run):
+    return tiny_run  # the session's one run of TINY (conftest.py)
 
-    return fit(TINY, str(tmp_path_factory.mktemp("runs") / "tiny"), quiet=True)
+
+def _synthetic_sizes():
+    from mobilecls.data import load
+
+    data = load("synthetic", seed=TINY.train.seed)
+    return {split: len(part) for split, part in data.splits.items()}
 
 
 def test_run_folder_holds_models_history_metrics_and_plots(run):
@@ -34,11 +32,12 @@ def test_run_folder_holds_models_history_metrics_and_plots(run):
     assert recipes.load(os.path.join(run.path, "recipe.yaml")) == TINY
     with open(os.path.join(run.path, "metrics.json"), encoding="utf-8") as handle:
         metrics = json.load(handle)
+    sizes = _synthetic_sizes()
     val = metrics["val"]
-    assert val["samples"] == 500 and len(val["confusion"]) == 10
-    assert sum(map(sum, val["confusion"])) == 500
+    assert val["samples"] == sizes["val"] and len(val["confusion"]) == 10
+    assert sum(map(sum, val["confusion"])) == sizes["val"]
     assert 0.0 <= val["accuracy"] <= 1.0 and val["top5"] >= val["accuracy"]
-    assert "test" in metrics and metrics["test"]["samples"] == 1000  # synthetic has a test split
+    assert "test" in metrics and metrics["test"]["samples"] == sizes["test"]  # synthetic has a test split
     assert metrics["train_images_per_sec"] > 0 and metrics["wall_time_s"] > 0
 
 
@@ -122,7 +121,7 @@ def test_ctrl_c_leaves_a_run_that_resumes_where_it_stopped(tmp_path, monkeypatch
     with open(os.path.join(out, "history.csv"), encoding="utf-8") as handle:
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1"]
     last = keras.models.load_model(os.path.join(out, "last.keras"), compile=True)
-    steps = 4500 // 128
+    steps = _synthetic_sizes()["train"] // 128
     assert int(last.optimizer.iterations.numpy()) == 2 * steps  # the schedule continued, not restarted
     assert run.metrics["epochs"] == 2
 

@@ -79,8 +79,9 @@ def test_existing_output_folder_is_refused(float_model, pruned_folder):
     (["--structured", "4:2"], "structured N:M needs 0 < N < M"),
     (["--structured", "two:four"], "structured must look like N:M"),
 ])
-def test_bad_prune_arguments(float_model, tmp_path, args, message):
-    result = CliRunner().invoke(main, ["prune", str(float_model), "--data", "synthetic", "--out",
+def test_bad_prune_arguments_are_refused_before_anything_loads(tmp_path, args, message):
+    # the model file does not exist: the arguments are checked before the model and the data load
+    result = CliRunner().invoke(main, ["prune", str(tmp_path / "none.keras"), "--data", "synthetic", "--out",
                                        str(tmp_path / "o"), *args])
     assert result.exit_code == 2 and message in result.output
     assert not (tmp_path / "o").exists()
@@ -115,8 +116,9 @@ def test_structured_2_by_4_prunes_two_of_every_four():
 
 
 def test_xnnpack_policy_refuses_a_model_without_a_sparse_subgraph(float_model, tmp_path):
-    result = CliRunner().invoke(main, ["prune", str(float_model), "--data", "synthetic", "--policy", "xnnpack",
-                                       "--out", str(tmp_path / "o")])
+    # before the data loads: the data folder does not even exist
+    result = CliRunner().invoke(main, ["prune", str(float_model), "--data", f"folder:{tmp_path / 'nowhere'}",
+                                       "--policy", "xnnpack", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "does not qualify for XNNPACK sparse inference" in result.output
     assert "Conv2D 3x3" in result.output and not (tmp_path / "o").exists()
 
@@ -197,9 +199,9 @@ def test_prune_refuses_a_teacher_with_other_classes(float_model, tmp_path):
     teacher = tmp_path / "teacher.keras"
     build_model("mobilenet_v2", width=0.35, input_size=32, num_classes=5).save(teacher)
     out = tmp_path / "pruned"
-    result = CliRunner().invoke(main, ["prune", str(float_model), "--data", "synthetic", "--distill", "0.5",
-                                       "--teacher", str(teacher), "--out", str(out), "--quiet"])
-    assert result.exit_code == 2, result.output
+    result = CliRunner().invoke(main, ["prune", str(float_model), "--data", f"folder:{tmp_path / 'nowhere'}",
+                                       "--distill", "0.5", "--teacher", str(teacher), "--out", str(out), "--quiet"])
+    assert result.exit_code == 2, result.output  # refused before the (missing) data folder is read
     assert f"teacher {teacher} maps (32, 32, 3) to (5,)" in result.output
     assert not out.exists()
 

@@ -4,20 +4,16 @@ import os
 
 import pytest
 from click.testing import CliRunner
+from tiny import TINY as TINY_FIT
 
 from mobilecls import recipes
 from mobilecls.cli import main
 
 pytestmark = pytest.mark.slow
 
-TINY = recipes.from_dict({
-    "model": {"name": "shufflenet_v2", "width": 0.5},
-    "data": {"spec": "synthetic"},
-    "optimizer": {"lr": 0.05},
-    "schedule": {"name": "constant"},
-    "train": {"epochs": 1, "seed": 1},
-    "optimize": {"prune_sparsity": 0.5, "prune_epochs": 1, "qat_epochs": 1, "calibration_steps": 40},
-})
+# the tiny synthetic recipe (tests/tiny.py) with the pipeline's optimize stages
+TINY = recipes.replace(TINY_FIT, schedule={"name": "constant"}, train={"seed": 1},
+                       optimize={"prune_sparsity": 0.5, "prune_epochs": 1, "qat_epochs": 1, "calibration_steps": 40})
 
 
 @pytest.fixture(scope="module")

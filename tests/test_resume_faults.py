@@ -20,8 +20,9 @@ import pytest
 
 DRIVER = r"""
 import os, signal, sys
-from mobilecls import files, recipes
+from mobilecls import files
 from mobilecls.training import train
+from tiny import folder_recipe  # tests/tiny.py: the tiny folder recipe
 
 out, data, kill_name, occurrence, mode = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 written = []
@@ -35,10 +36,7 @@ def kill_at_nth_write(temporary, path):
         os.kill(os.getpid(), signal.SIGKILL)
 
 files._before_rename = kill_at_nth_write
-recipe = recipes.from_dict({
-    "model": {"name": "mobilenet_v1", "width": 0.25}, "data": {"spec": "folder:" + data, "val_fraction": 0.2},
-    "optimizer": {"lr": 0.05}, "schedule": {"name": "cosine", "warmup_epochs": 1},
-    "train": {"epochs": EPOCHS, "batch_size": 8, "seed": 3}})
+recipe = folder_recipe(data, schedule={"name": "cosine", "warmup_epochs": 1}, train={"epochs": EPOCHS})
 resume = os.path.isdir(out)
 print("ready", flush=True)  # the parent's clock for a kill at a random moment starts here
 train.fit(None if resume else recipe, out, resume=resume, quiet=True)
@@ -57,8 +55,9 @@ def _attempt(out, images, kill_at=("", 0), mode="complete", kill_after_s=None):
 
     Returns its exit status and the names of the files it wrote, in order.
     """
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout's mobilecls
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
+    tests = os.path.dirname(os.path.abspath(__file__))  # tiny.py
+    root = os.path.dirname(tests)  # this checkout's mobilecls
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([root, tests, os.environ.get("PYTHONPATH", "")]),
                    "MOBILECLS_CACHE": "off", "TF_CPP_MIN_LOG_LEVEL": "3"}
     command = [sys.executable, "-c", DRIVER.replace("EPOCHS", str(EPOCHS)), out, images, *map(str, kill_at), mode]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment, text=True)

@@ -9,25 +9,26 @@ from mobilecls.models import build_model, list_models
 ALL = list_models()
 
 
-@pytest.mark.parametrize("name", ALL)
-def test_tfmot_accepts_the_model_without_any_scope(name):
+def _per_model(names, fast):
+    """One case per model; all but the ``fast`` two run only with the slow tests (make test-slow)."""
+    return [pytest.param(name, marks=() if name in fast else pytest.mark.slow) for name in names]
+
+
+# The fast run keeps ShuffleNetV1 (frozen shortcut pooling, eq. (7) bundles) and MobileNetV3-Small
+# (hard-swish, squeeze-excite), whose QAT files nothing else converts; MobileNetV2's QAT file is
+# also converted fast in test_optimize, ShuffleNetV2's PTQ file in test_metadata and test_quantize.
+QAT_FAST = ("mobilenet_v3_small", "shufflenet_v1")
+PTQ_MODELS = ["mobilenet_v1", "mobilenet_v2", "shufflenet_v1", "shufflenet_v2"]
+PTQ_FAST = ("mobilenet_v1", "shufflenet_v1")  # mobilenet_v2: test_evaluate; shufflenet_v2: test_metadata
+
+
+@pytest.mark.parametrize("name", _per_model(ALL, QAT_FAST))
+def test_tfmot_qat_and_pruning_take_the_model_as_it_is_and_qat_converts_to_one_partition_int8(name):
     from mobilecls._tf import tfmot
 
     model = build_model(name, input_size=32, num_classes=10)
-    qat = tfmot.quantization.keras.quantize_model(model)
-    pruned = tfmot.sparsity.keras.prune_low_magnitude(model)
+    qat = tfmot.quantization.keras.quantize_model(model)  # no quantize scope needed
     assert any(type(layer).__name__ == "QuantizeWrapperV2" for layer in qat.layers)
-    assert any(type(layer).__name__ == "PruneLowMagnitude" for layer in pruned.layers)
-    if name == "shufflenet_v1":  # the frozen shortcut pooling is wrapped but has nothing to prune
-        wrapper = pruned.get_layer("prune_low_magnitude_stage_2_unit_1_shortcut_pool_0")
-        assert wrapper.layer.get_prunable_weights() == []
-
-
-@pytest.mark.parametrize("name", ALL)
-def test_qat_model_converts_to_full_int8_in_one_xnnpack_partition(name):
-    from mobilecls._tf import tfmot
-
-    qat = tfmot.quantization.keras.quantize_model(build_model(name, input_size=32, num_classes=10))
     report = inspect_tflite(to_tflite(qat, "int8", io="int8"))
     assert report.input_shape == (1, 32, 32, 3)
     assert (report.input_dtype, report.output_dtype) == ("int8", "int8")
@@ -35,9 +36,14 @@ def test_qat_model_converts_to_full_int8_in_one_xnnpack_partition(name):
     assert report.float_ops == ()
     assert report.partitions == 1, report.undelegated
     assert "CONV_2D" in report.ops and "FULLY_CONNECTED" in report.ops
+    pruned = tfmot.sparsity.keras.prune_low_magnitude(model)
+    assert any(type(layer).__name__ == "PruneLowMagnitude" for layer in pruned.layers)
+    if name == "shufflenet_v1":  # the frozen shortcut pooling is wrapped but has nothing to prune
+        wrapper = pruned.get_layer("prune_low_magnitude_stage_2_unit_1_shortcut_pool_0")
+        assert wrapper.layer.get_prunable_weights() == []
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2", "shufflenet_v1", "shufflenet_v2"])
+@pytest.mark.parametrize("name", _per_model(PTQ_MODELS, PTQ_FAST))
 def test_post_training_int8_from_a_float_model_in_one_partition(name, pixels):
     model = build_model(name, input_size=32, num_classes=10)
     report = inspect_tflite(to_tflite(model, "int8", calibration=[pixels(8, 32)], io="int8"))

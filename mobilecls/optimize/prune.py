@@ -30,12 +30,7 @@ def prune(model, sparsity, schedule="polynomial", structured=None, begin_step=0,
         ValueError: sparsity out of range, unknown schedule or policy, a malformed N:M pattern,
             or a model that does not qualify for the xnnpack policy (the reason is named).
     """
-    if not 0 < sparsity < 1:
-        raise ValueError(f"sparsity must be in (0, 1), got {sparsity!r}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
-    if policy not in POLICIES:
-        raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+    block = check_arguments(sparsity, schedule, structured, policy)
     sparsity_api = tfmot.sparsity.keras
     frequency = frequency or max(1, (end_step - begin_step) // 20)
     # The last mask update must land on end_step, so the ramp spans whole update periods.
@@ -45,14 +40,8 @@ def prune(model, sparsity, schedule="polynomial", structured=None, begin_step=0,
     else:
         pruning_schedule = sparsity_api.ConstantSparsity(sparsity, begin_step, frequency=frequency)
     kwargs = {"pruning_schedule": pruning_schedule}
-    if structured:
-        try:
-            n, m = (int(part) for part in structured.split(":"))
-        except ValueError:
-            raise ValueError(f"structured must look like N:M (e.g. 2:4), got {structured!r}") from None
-        if not 0 < n < m:
-            raise ValueError(f"structured N:M needs 0 < N < M, got {structured!r}")
-        kwargs["sparsity_m_by_n"] = (n, m)
+    if block:
+        kwargs["sparsity_m_by_n"] = block
     # tfmot wraps the model's own layer objects, so pruning would also zero the caller's model:
     # prune a copy and leave the original untouched.
     copy = keras.models.clone_model(model)
@@ -60,6 +49,32 @@ def prune(model, sparsity, schedule="polynomial", structured=None, begin_step=0,
     if policy == "xnnpack":
         kwargs["pruning_policy"] = xnnpack_policy(copy)
     return sparsity_api.prune_low_magnitude(copy, **kwargs)
+
+
+def check_arguments(sparsity, schedule="polynomial", structured=None, policy="all"):
+    """Check ``prune``'s arguments before any model or data is loaded.
+
+    Returns:
+        The (N, M) block of ``structured``, or None.
+
+    Raises:
+        ValueError: as ``prune`` (all but the model's xnnpack qualification).
+    """
+    if not 0 < sparsity < 1:
+        raise ValueError(f"sparsity must be in (0, 1), got {sparsity!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    if policy not in POLICIES:
+        raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+    if not structured:
+        return None
+    try:
+        n, m = (int(part) for part in structured.split(":"))
+    except ValueError:
+        raise ValueError(f"structured must look like N:M (e.g. 2:4), got {structured!r}") from None
+    if not 0 < n < m:
+        raise ValueError(f"structured N:M needs 0 < N < M, got {structured!r}")
+    return n, m
 
 
 def xnnpack_qualification(model):

@@ -11,11 +11,14 @@ def _output_folder(out):
         raise ValueError(f"output folder {out} already exists and is not empty; choose another --out")
 
 
-def _load(model_path, data, data_dir):
+def _load(model_path, data, data_dir, check_model=None):
+    """The model and the dataset, checked against each other; ``check_model(model)`` runs before the data loads."""
     from mobilecls.data import load
     from mobilecls.models.io import class_names_beside, load_keras_model
 
     model = load_keras_model(model_path)
+    if check_model is not None:
+        check_model(model)
     dataset = load(data, data_dir=data_dir)
     names = class_names_beside(model_path)
     if names is not None and list(names) != list(dataset.class_names):
@@ -66,17 +69,24 @@ def prune_run(model_path, data, out, sparsity=0.5, schedule="polynomial", struct
     from mobilecls.models.io import load_keras_model
     from mobilecls.optimize import prune
 
+    # every argument first, then the models, then the data: a mistake costs no loading or training
     check_distill(distill)
+    prune.check_arguments(sparsity, schedule, structured, policy)
     if teacher_path and not distill:
         raise ValueError(f"teacher {teacher_path} is only used with a distillation weight above 0 (--distill)")
-    teacher = load_keras_model(teacher_path) if teacher_path else None
     _output_folder(out)
-    model, dataset = _load(model_path, data, data_dir)
-    if teacher is None:
-        teacher = model
-    elif teacher.input_shape[1:] != model.input_shape[1:] or teacher.output_shape[1:] != model.output_shape[1:]:
-        raise ValueError(f"teacher {teacher_path} maps {teacher.input_shape[1:]} to {teacher.output_shape[1:]}; "
-                         f"{model_path} maps {model.input_shape[1:]} to {model.output_shape[1:]}")
+    teacher = load_keras_model(teacher_path) if teacher_path else None
+
+    def check_model(model):
+        if policy == "xnnpack":
+            prune.xnnpack_policy(model)  # raises, naming why the model does not qualify
+        if teacher is not None and (teacher.input_shape[1:] != model.input_shape[1:]
+                                    or teacher.output_shape[1:] != model.output_shape[1:]):
+            raise ValueError(f"teacher {teacher_path} maps {teacher.input_shape[1:]} to {teacher.output_shape[1:]}; "
+                             f"{model_path} maps {model.input_shape[1:]} to {model.output_shape[1:]}")
+
+    model, dataset = _load(model_path, data, data_dir, check_model)
+    teacher = model if teacher is None else teacher
     before = fine_tune(model, dataset, 0, lr, batch_size)
     steps = max(1, len(dataset.splits["train"].images) // batch_size)
     wrapped = prune.prune(model, sparsity, schedule, structured, begin_step=0,

@@ -85,6 +85,17 @@ def measure_epoch_cost(model, train_batches, validation, callbacks=(), steps=PRO
     return EpochCost(train_step_s, eval_batch_s, overhead_s)
 
 
+def check_time_left(minutes, elapsed_s):
+    """Refuse, before the probe trains anything, a budget that loading the data already used up.
+
+    Raises:
+        ValueError: ``elapsed_s`` is the whole budget or more (``epochs_within`` would find no epoch).
+    """
+    if elapsed_s >= 60.0 * minutes:
+        raise ValueError(f"train.time_budget_minutes={minutes:g} fits no epoch here: loading the data took "
+                         f"{elapsed_s:.1f} s, the whole budget")
+
+
 def epochs_within(budget_s, elapsed_s, cost, steps, eval_batches, final_batches):
     """Whole epochs that fit in what is left of ``budget_s``.
 

@@ -377,6 +377,7 @@ def fit(recipe, out, resume=False, quiet=False, strategy="default"):
         else:
             plan = None
             if recipe.train.time_budget_minutes:
+                budget.check_time_left(recipe.train.time_budget_minutes, time.perf_counter() - entered)
                 recipe, plan = _plan_epochs(recipe, strategy, compiled_model(recipe), batches(), validation, data,
                                             steps, batch_size, time.perf_counter() - entered, quiet)
                 keras.utils.set_random_seed(recipe.train.seed)  # the probe drew from the global seed
