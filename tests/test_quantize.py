@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from mobilecls.cli import main
-from mobilecls.convert import read_metadata
+from mobilecls.export.metadata import read_metadata
 from mobilecls.models import build_model
 
 
@@ -154,9 +154,9 @@ def test_report_ranks_per_layer_ptq_error_and_keeps_the_worst_layers_in_float(sa
 
 @pytest.mark.slow  # three more conversions with calibration, ~1 min
 def test_layers_kept_in_float_are_float_in_the_file_and_nearly_all_give_the_float_model(saved_model, pixels):
-    from mobilecls.convert import inspect_tflite, to_tflite
-    from mobilecls.evaluate import predict_tflite
-    from mobilecls.quantize_debug import layer_errors, with_layers_in_float
+    from mobilecls.export.convert import inspect_tflite, to_tflite
+    from mobilecls.export.quantize_debug import layer_errors, with_layers_in_float
+    from mobilecls.runtime import predict_tflite
 
     _, model, _ = saved_model
     calibration, debug = pixels(8, 32, seed=1), pixels(4, 32, seed=2)
