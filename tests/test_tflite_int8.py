@@ -19,7 +19,7 @@ def test_tfmot_accepts_the_model_without_any_scope(name):
     assert any(type(layer).__name__ == "QuantizeWrapperV2" for layer in qat.layers)
     assert any(type(layer).__name__ == "PruneLowMagnitude" for layer in pruned.layers)
     if name == "shufflenet_v1":  # the frozen shortcut pooling is wrapped but has nothing to prune
-        wrapper = pruned.get_layer("prune_low_magnitude_stage_2_unit_1_shortcut_pool_0")
+        wrapper = pruned.get_layer("prune_low_magnitude_stage_2_unit_1_shortcut_pool")
         assert wrapper.layer.get_prunable_weights() == []
 
 
