@@ -121,8 +121,9 @@ class GroupedPointwiseConvBN(layers.Layer):
     """1x1 ``Conv2D(groups=g, use_bias=False)`` -> BatchNorm -> ReLU (or none) as one layer.
 
     Why: TensorFlow's CPU kernel for ``Conv2D(groups>1)`` trains very slowly (ShuffleNetV1 g=3
-    built with it trained at a sixth of ShuffleNetV2's images/s). This layer computes every
-    group at once as one batched matrix product (``tf.einsum``), in training and in Keras
+    built with it trained at a sixth of ShuffleNetV2's images/s). This layer computes each
+    group as a matrix product over the pixels (split, g products, concatenate: fewer CPU
+    seconds than one einsum or g convolutions, docs/benchmarks.md), in training and in Keras
     inference, and traces a real grouped convolution inside ``exporting()``, so the .tflite
     file holds what the textbook graph's does (one grouped CONV_2D with BatchNorm and ReLU
     folded in).
@@ -158,20 +159,20 @@ class GroupedPointwiseConvBN(layers.Layer):
         self.bn.build((*input_shape[:-1], self.filters))
         super().build(input_shape)
 
-    def _grouped_matmul(self, inputs):
-        """All groups in one einsum: (pixels, g, Cin/g) x (g, Cin/g, Cout/g)."""
-        groups, channels = self.groups, inputs.shape[-1]
-        per_group, outputs = channels // groups, self.filters // groups
-        kernel = tf.transpose(tf.reshape(self.kernel, (per_group, groups, outputs)), (1, 0, 2))
-        pixels = tf.reshape(inputs, (-1, groups, per_group))
-        result = tf.einsum("pgc,gcd->pgd", pixels, kernel)
+    def _group_products(self, inputs):
+        """Each group as a matrix product over the pixels: split, g products, concatenate."""
+        outputs = self.filters // self.groups
+        kernel = self.kernel[0, 0]
+        pixels = tf.split(tf.reshape(inputs, (-1, inputs.shape[-1])), self.groups, axis=-1)
+        result = tf.concat([tf.matmul(part, kernel[:, group * outputs:(group + 1) * outputs])
+                            for group, part in enumerate(pixels)], -1)
         return tf.reshape(result, tf.concat([tf.shape(inputs)[:-1], [self.filters]], 0))
 
     def call(self, inputs, training=None):
         if is_exporting():
             x = tf.nn.conv2d(inputs, self.kernel, 1, "VALID")  # the kernel's depth makes it grouped
         else:
-            x = self._grouped_matmul(inputs)
+            x = self._group_products(inputs)
         x = self.bn(x, training=training)
         return tf.nn.relu(x) if self.activation == "relu" else x
 
