@@ -10,7 +10,9 @@ and the ratios. Each training figure is the median of timed epochs after a warm-
 With ``--side-by-side``, it instead trains the listed models (float32, mobilecls pipeline) in
 interleaved rounds, so that drift of the machine hits all of them, and prints each one's
 images/s and its ratio to the first model. A model is NAME:WIDTH[:KEY=VALUE...], the keys being
-build keywords (e.g. shufflenet_v1:1.0:groups=8, shufflenet_v1:1.0:grouped_conv=true).
+build keywords (e.g. shufflenet_v1:1.0:groups=8, shufflenet_v1:1.0:grouped_conv=true). With
+``--cpu-time`` as well, the rates are images per CPU-second of this process (on a machine that
+other jobs keep busy, wall time mostly measures the wait for a core).
 
     python benchmarks/train_throughput.py [--steps 30] [--models shufflenet_v2:0.5,mobilenet_v2:1.0]
     python benchmarks/train_throughput.py --side-by-side --steps 10 --rounds 5 \
