@@ -2,8 +2,9 @@
 
 Prints the median of many invokes at 1 and 2 threads for:
   - mobilecls shufflenet_v2 1.0 and its shuffle=False ablation (cost of the shuffle),
-  - mobilecls shufflenet_v1 g=3 1.0 in its block layout and as the textbook graph
-    (Conv2D(groups=3), Reshape -> Permute -> Reshape shuffle), the same function,
+  - mobilecls shufflenet_v1 g=3 1.0 as built (GroupedPointwiseConvBN layers, exported as grouped
+    convolutions) and as the textbook graph (Conv2D(groups=3) layers), the same function: their
+    files should hold the same ops and run alike,
   - mobilecls mobilenet_v2 1.0 and tf_keras.applications.MobileNetV2 1.0 (weights=None)
     converted the standard way (from_keras_model + representative dataset, int8),
 and the ratios against the targets. Models are timed interleaved, so drift hits all equally.
@@ -91,8 +92,9 @@ def main():
 
     ratios = [
         ("shufflenet_v2 / its shuffle=False ablation", "shufflenet_v2 1.0", "shufflenet_v2 1.0 shuffle=False", 1.15),
-        ("shufflenet_v1 g=3 blocks / textbook graph", "shufflenet_v1 g=3 1.0", "shufflenet_v1 g=3 1.0 textbook graph",
-         1.00),
+        # The same ops in both files: a ratio above 1 is timing noise, 2 % allowed for it.
+        ("shufflenet_v1 g=3 / textbook graph", "shufflenet_v1 g=3 1.0", "shufflenet_v1 g=3 1.0 textbook graph",
+         1.02),
         ("mobilecls mobilenet_v2 / Keras MobileNetV2", "mobilenet_v2 1.0 (mobilecls)",
          "MobileNetV2 1.0 (tf_keras.applications)", 1.02),
         ("shufflenet_v2 1.0 / Keras MobileNetV2", "shufflenet_v2 1.0", "MobileNetV2 1.0 (tf_keras.applications)", 0.50),

@@ -10,7 +10,9 @@ and the ratios. Each training figure is the median of timed epochs after a warm-
 With ``--side-by-side``, it instead trains the listed models (float32, mobilecls pipeline) in
 interleaved rounds, so that drift of the machine hits all of them, and prints each one's
 images/s and its ratio to the first model. A model is NAME:WIDTH[:KEY=VALUE...], the keys being
-build keywords (e.g. shufflenet_v1:1.0:groups=8, shufflenet_v1:1.0:grouped_conv=true).
+build keywords (e.g. shufflenet_v1:1.0:groups=8, shufflenet_v1:1.0:grouped_conv=true). With
+``--cpu-time`` as well, the rates are images per CPU-second of this process (on a machine that
+other jobs keep busy, wall time mostly measures the wait for a core).
 
     python benchmarks/train_throughput.py [--steps 30] [--models shufflenet_v2:0.5,mobilenet_v2:1.0]
     python benchmarks/train_throughput.py --side-by-side --steps 10 --rounds 5 \
@@ -79,10 +81,10 @@ def compiled_model(name, keywords, dataset, input_size=32):
     return model
 
 
-def timed_rate(model, dataset, steps, batch=BATCH):
-    start = time.perf_counter()
+def timed_rate(model, dataset, steps, batch=BATCH, clock=time.perf_counter):
+    start = clock()
     model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
-    return steps * batch / (time.perf_counter() - start)
+    return steps * batch / (clock() - start)
 
 
 def training_rate(name, width, dataset, steps, policy, rounds=3):
@@ -94,19 +96,26 @@ def training_rate(name, width, dataset, steps, policy, rounds=3):
         keras.mixed_precision.set_global_policy("float32")
 
 
-def side_by_side(specs, steps, rounds, input_size, batch):
-    """Median images/s of each model, trained in interleaved rounds, and the ratio to the first."""
+def side_by_side(specs, steps, rounds, input_size, batch, cpu_time=False):
+    """Median images/s of each model, trained in interleaved rounds, and the ratio to the first.
+
+    With ``cpu_time``, images per second of this process's CPU time (all threads) instead of
+    wall time: the work each model costs, for a machine that other jobs keep busy (there, wall
+    time mostly measures the wait for a core).
+    """
+    clock = time.process_time if cpu_time else time.perf_counter
     images, labels = data(count=batch * 8, size=input_size)
     dataset = training_batches(images, labels, batch, AugmentSection(crop_padding=4, flip=True), 10)
     models = {spec: compiled_model(*parse_spec(spec), dataset, input_size) for spec in specs}
     rates = {spec: [] for spec in specs}
     for _ in range(rounds):
         for spec, model in models.items():
-            rates[spec].append(timed_rate(model, dataset, steps, batch))
+            rates[spec].append(timed_rate(model, dataset, steps, batch, clock))
     medians = {spec: statistics.median(values) for spec, values in rates.items()}
     first = medians[specs[0]]
     header = f"model (float32, {input_size}x{input_size}, batch {batch})"
-    print(f"{header:<44} {'images/s':>9} {'ratio':>6}  (rates of the rounds)")
+    unit = "images/CPU-s" if cpu_time else "images/s"
+    print(f"{header:<44} {unit:>9} {'ratio':>6}  (rates of the rounds)")
     for spec in specs:
         rounds_text = " ".join(f"{rate:.0f}" for rate in rates[spec])
         print(f"{spec:<44} {medians[spec]:>9,.0f} {medians[spec] / first:>6.3f}  ({rounds_text})")
@@ -121,9 +130,12 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--input-size", type=int, default=32, help="--side-by-side only.")
     parser.add_argument("--batch-size", type=int, default=BATCH, help="--side-by-side only.")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="--side-by-side only: images per CPU-second of this process, for a busy machine.")
     args = parser.parse_args()
     if args.side_by_side:
-        side_by_side(args.models.split(","), args.steps, args.rounds, args.input_size, args.batch_size)
+        side_by_side(args.models.split(","), args.steps, args.rounds, args.input_size, args.batch_size,
+                     args.cpu_time)
         return
     images, labels = data()
     ours = training_batches(images, labels, BATCH, AugmentSection(crop_padding=4, flip=True), 10)

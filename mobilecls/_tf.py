@@ -7,7 +7,8 @@ Importing this module also teaches tfmot's default 8-bit registries about mobile
 small layers (the pieces of hard-swish and hard-sigmoid, the squeeze-excite product, the
 frozen shortcut pooling): a layer that carries a ``mobilecls_quantize_output`` attribute is
 quantized by tfmot like a built-in activation (its output gets a fake-quant node, or none when
-the attribute is False), plus the weights named in ``mobilecls_quantize_weights``. This is
+the attribute is False), plus the weights named in ``mobilecls_quantize_weights`` (per output
+channel, like a convolution's, when ``mobilecls_per_channel_weights`` is set). This is
 what lets ``tfmot.quantization.keras.quantize_model`` accept every mobilecls model with no
 ``quantize_scope`` or ``quantize_annotate_layer`` at the call site.
 """
@@ -73,7 +74,9 @@ def _teach_registry(cls):
     def mobilecls_get_quantize_config(self, layer):
         if hasattr(layer, _QUANTIZE_ATTR):
             weights = list(getattr(layer, "mobilecls_quantize_weights", ()))
-            return _registry.Default8BitQuantizeConfig(weights, [], bool(getattr(layer, _QUANTIZE_ATTR)))
+            config = (_registry.Default8BitConvQuantizeConfig if getattr(layer, "mobilecls_per_channel_weights", False)
+                      else _registry.Default8BitQuantizeConfig)
+            return config(weights, [], bool(getattr(layer, _QUANTIZE_ATTR)))
         return get_config(self, layer)
 
     mobilecls_supports._mobilecls = True

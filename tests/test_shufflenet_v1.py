@@ -1,13 +1,10 @@
-"""ShuffleNetV1's block layout: no grouped convolution, the textbook function, eq. (7)'s wiring."""
-
-import re
+"""ShuffleNetV1's fast grouped convolutions: the textbook function, weights, MACs and .tflite file."""
 
 import numpy as np
 import pytest
 
 from mobilecls.models import build_model
-from mobilecls.models.profile import count_params, layer_costs
-from mobilecls.models.shufflenet_v1 import bundle_sizes, cut_points
+from mobilecls.models.profile import count_params, layer_costs, summarize
 
 GROUPS = [1, 2, 3, 4, 8]
 
@@ -16,20 +13,34 @@ def _macs(model):
     return sum(cost.macs for cost in layer_costs(model))
 
 
+def _fused(model):
+    return [layer for layer in model.layers if type(layer).__name__ == "GroupedPointwiseConvBN"]
+
+
 @pytest.mark.parametrize("groups", GROUPS)
-def test_block_layout_has_the_textbook_parameters_and_macs(groups):
-    blocks = build_model("shufflenet_v1", groups=groups, input_size=32, num_classes=10)
+def test_default_has_the_textbook_parameters_and_macs(groups):
+    fast = build_model("shufflenet_v1", groups=groups, input_size=32, num_classes=10)
     textbook = build_model("shufflenet_v1", groups=groups, input_size=32, num_classes=10, grouped_conv=True)
-    assert count_params(blocks) == count_params(textbook)
-    assert _macs(blocks) == _macs(textbook)
+    assert count_params(fast) == count_params(textbook)
+    assert _macs(fast) == _macs(textbook)
+    costs = {cost.name: (cost.kind, cost.groups, cost.macs, cost.params) for cost in layer_costs(fast)}
+    assert costs == {cost.name: (cost.kind, cost.groups, cost.macs, cost.params) for cost in layer_costs(textbook)}
+
+
+def test_profile_totals_at_224_are_the_textbook_graphs():
+    fast, textbook = summarize("shufflenet_v1", groups=3), summarize("shufflenet_v1", groups=3, grouped_conv=True)
+    assert (fast["params"], fast["macs"]) == (textbook["params"], textbook["macs"])
+    assert round(fast["params"] / 1e6, 2) == 1.89 and round(fast["macs"] / 1e6, 2) == 137.46
 
 
 @pytest.mark.parametrize("groups", GROUPS)
-def test_block_layout_builds_no_grouped_convolution_split_or_transpose(groups):
+def test_default_builds_no_grouped_conv2d(groups):
     model = build_model("shufflenet_v1", groups=groups, input_size=32, num_classes=10)
-    assert all(getattr(layer, "groups", 1) == 1 for layer in model.layers)
-    kinds = {type(layer).__name__ for layer in model.layers}
-    assert not kinds & {"Reshape", "Permute", "Lambda", "TFOpLambda", "SlicingOpLambda"}
+    assert all(getattr(layer, "groups", 1) == 1 for layer in model.layers
+               if type(layer).__name__ == "Conv2D")  # TF's slow grouped kernel: never in training
+    # every grouped 1x1 convolution but stage 2's first (ungrouped, as in the paper) is one layer
+    assert len(_fused(model)) == (0 if groups == 1 else 2 * 16 - 1)
+    assert {layer.groups for layer in _fused(model)} <= {groups}
 
 
 # Every group count at every width of the paper; the fast run keeps the case that used to fail
@@ -45,116 +56,121 @@ def test_builds_at_the_papers_widths(groups, width):
     assert model.output_shape == (None, 10)
 
 
-@pytest.mark.parametrize("per_group,groups", [(20, 3), (40, 3), (12, 8), (3, 8), (17, 4), (5, 1)])
-def test_bundles_are_what_eq_7_sends_from_each_group_to_each_group(per_group, groups):
-    sizes = bundle_sizes(per_group, groups)
-    for a in range(groups):
-        targets = [(b * groups + a) // per_group for b in range(per_group)]  # eq. (7), then the group
-        assert targets == sorted(targets)  # contiguous: one convolution per bundle
-        assert sizes[a] == [targets.count(k) for k in range(groups)]
-    assert [sum(row[k] for row in sizes) for k in range(groups)] == [per_group] * groups
-
-
-def test_cut_points_split_a_range_at_block_boundaries():
-    assert cut_points(24, 72, 80) == [56, 16]
-    assert cut_points(96, 72, 80) == [64, 8]
-    assert cut_points(240, 80, 80) == [80]
-    assert cut_points(0, 10, 80) == [10]
-
-
-def _groups_of(name):
-    return [int(n) for n in re.findall(r"_(\d+)", name)]
-
-
-def _unit_wiring(textbook, unit, groups, shuffle):
-    """GConv1's channels per group, the bundle sizes and starts, and for each GConv2 group k
-    where eq. (7) puts its channels, in the block layout's order."""
-    source = textbook.get_layer(f"{unit}_gconv1")
-    n, mixing = source.filters // groups, source.groups > 1 and shuffle
-    sizes = bundle_sizes(n, groups)
-    starts = [np.cumsum([0] + row[:-1]).tolist() for row in sizes]
-    orders = [[a * n + starts[a][k] + b for a in range(groups) for b in range(sizes[a][k])] if mixing
-              else [k * n + b for b in range(n)] for k in range(groups)]
-    positions = [[(c % n) * groups + c // n if mixing else c for c in order] for order in orders]
-    return n, sizes, starts, positions
-
-
-def _textbook_weights(blocks, textbook, groups, shuffle):
-    """Every block-layout weight, copied from the textbook model through eq. (7)'s permutation."""
-    values = {layer.name: layer.get_weights() for layer in textbook.layers if layer.get_weights()}
+def _textbook_weights(fast, textbook):
+    """Every weight of the default model, copied from the textbook graph's layer of that name
+    (a GroupedPointwiseConvBN: the textbook's Conv2D(groups) and its BatchNorm, in that order)."""
     mapped = {}
-    for layer in blocks.layers:
+    for layer in fast.layers:
         if not layer.get_weights() or not layer.trainable:
             continue
-        if layer.name in values:  # stem, head
-            mapped[layer.name] = values[layer.name]
-            continue
-        unit, part = re.match(r"(stage_\d+_unit_\d+)_(.*)", layer.name).groups()
-        n, sizes, starts, positions = _unit_wiring(textbook, unit, groups, shuffle)
-        if re.fullmatch(r"gconv1_\d+_\d+(_bn)?", part):  # bundle (a, k) of group a
-            a, k = _groups_of(part)
-            first = a * n + starts[a][k]
-            channels = slice(first, first + sizes[a][k])
-            if part.endswith("_bn"):
-                mapped[layer.name] = [w[channels] for w in values[f"{unit}_gconv1_bn"]]
-            else:
-                mapped[layer.name] = [values[f"{unit}_gconv1"][0][..., channels]]
-        elif re.fullmatch(r"gconv1_\d+(_bn)?", part):  # ungrouped GConv1, cut into GConv2's inputs
-            (k,) = _groups_of(part)
-            channels = slice(k * n, (k + 1) * n)
-            if part.endswith("_bn"):
-                mapped[layer.name] = [w[channels] for w in values[f"{unit}_gconv1_bn"]]
-            else:
-                mapped[layer.name] = [values[f"{unit}_gconv1"][0][..., channels]]
-        elif re.fullmatch(r"depthwise_\d+", part):
-            (k,) = _groups_of(part)
-            mapped[layer.name] = [values[f"{unit}_depthwise"][0][:, :, positions[k]]]
-        elif re.fullmatch(r"depthwise_\d+_bn", part):
-            (k,) = _groups_of(part)
-            mapped[layer.name] = [w[positions[k]] for w in values[f"{unit}_depthwise_bn"]]
-        elif re.fullmatch(r"gconv2_\d+(_\d+)?(_bn)?", part):
-            k, *cut = _groups_of(part)
-            kernel = values[f"{unit}_gconv2"][0]
-            before = sum(blocks.get_layer(f"{unit}_gconv2_{k}_{p}").filters for p in range(cut[0])) if cut else 0
-            first = k * kernel.shape[-1] // groups + before
-            columns = slice(first, first + blocks.get_layer(layer.name.removesuffix("_bn")).filters)
-            if part.endswith("_bn"):
-                mapped[layer.name] = [w[columns] for w in values[f"{unit}_gconv2_bn"]]
-            else:
-                mapped[layer.name] = [kernel[:, :, [p - k * n for p in positions[k]], columns]]
-        else:
-            raise AssertionError(f"no textbook source for {layer.name}")
+        weights = textbook.get_layer(layer.name).get_weights()
+        if type(layer).__name__ == "GroupedPointwiseConvBN":
+            weights = weights + textbook.get_layer(f"{layer.name}_bn").get_weights()
+        mapped[layer.name] = weights
     return mapped
 
 
-@pytest.mark.parametrize("groups,shuffle,size", [(3, True, 32), (3, False, 32), (8, True, 32), (2, True, 96)])
-def test_block_layout_computes_the_textbook_function(groups, shuffle, size):
-    kwargs = {"groups": groups, "shuffle": shuffle, "input_size": size, "num_classes": 10, "width": 0.5}
-    textbook = build_model("shufflenet_v1", grouped_conv=True, **kwargs)
-    rng = np.random.default_rng(0)
-    for layer in textbook.layers:  # random BatchNorm statistics, so that no permutation error hides
+def _randomize_batchnorm(model, rng):
+    for layer in model.layers:  # random BatchNorm statistics, so that no misplaced channel hides
         if type(layer).__name__ == "BatchNormalization":
             gamma, beta, mean, var = layer.get_weights()
             layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.1, beta.shape),
                                rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 1.5, var.shape)])
-    blocks = build_model("shufflenet_v1", **kwargs)
-    for name, weights in _textbook_weights(blocks, textbook, groups, shuffle).items():
-        blocks.get_layer(name).set_weights(weights)
+
+
+def _pair(rng, **kwargs):
+    textbook = build_model("shufflenet_v1", grouped_conv=True, **kwargs)
+    _randomize_batchnorm(textbook, rng)
+    fast = build_model("shufflenet_v1", **kwargs)
+    for name, weights in _textbook_weights(fast, textbook).items():
+        fast.get_layer(name).set_weights(weights)
+    return fast, textbook
+
+
+@pytest.mark.parametrize("groups,shuffle,size", [(3, True, 32), (3, False, 32), (8, True, 32), (2, True, 96)])
+def test_default_computes_the_textbook_function(groups, shuffle, size):
+    rng = np.random.default_rng(0)
+    fast, textbook = _pair(rng, groups=groups, shuffle=shuffle, input_size=size, num_classes=10, width=0.5)
     pixels = rng.uniform(0, 255, (2, size, size, 3)).astype("float32")
     expected = textbook(pixels, training=False).numpy()
-    np.testing.assert_allclose(blocks(pixels, training=False).numpy(), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(fast(pixels, training=False).numpy(), expected, rtol=1e-4, atol=1e-4)
 
 
-def test_shuffle_false_rewires_the_bundles_and_keeps_every_layer():
+def test_one_training_step_matches_the_textbook_graph():
+    """Training mode too (batch statistics, gradients): one SGD step moves both alike."""
+    from mobilecls._tf import keras
+
+    rng = np.random.default_rng(1)
+    fast, textbook = _pair(rng, groups=3, input_size=32, num_classes=10, width=0.5)
+    pixels = rng.uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    labels = keras.utils.to_categorical(rng.integers(0, 10, 4), 10)
+    for model in (fast, textbook):
+        model.compile(keras.optimizers.SGD(0.01), keras.losses.CategoricalCrossentropy(from_logits=True))
+        model.train_on_batch(pixels, labels)
+    for name, weights in _textbook_weights(fast, textbook).items():
+        for got, want in zip(fast.get_layer(name).get_weights(), weights, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5)
+
+
+def test_shuffle_false_removes_the_shuffle_and_nothing_else():
     on = build_model("shufflenet_v1", input_size=32, num_classes=10)
     off = build_model("shufflenet_v1", input_size=32, num_classes=10, shuffle=False)
-    assert sorted((layer.name, layer.count_params()) for layer in on.layers) == sorted(
-        (layer.name, layer.count_params()) for layer in off.layers)
+    assert on.count_params() == off.count_params()
+    shuffles = {layer.name for layer in on.layers if "_shuffle_" in layer.name}
+    assert {type(on.get_layer(name)).__name__ for name in shuffles} == {"Reshape", "Permute"}
+    assert {layer.name for layer in on.layers} - {layer.name for layer in off.layers} == shuffles
+    assert {layer.name for layer in off.layers} <= {layer.name for layer in on.layers}
 
-    def sources(model, k):
-        concat = model.get_layer(f"stage_3_unit_2_gconv1_{k}_concat")
-        return sorted(layer.name for layer in concat._inbound_nodes[0].inbound_layers)
 
-    for k in range(3):
-        assert sources(on, k) == [f"stage_3_unit_2_gconv1_{a}_{k}_relu" for a in range(3)]  # every group
-        assert sources(off, k) == [f"stage_3_unit_2_gconv1_{k}_{j}_relu" for j in range(3)]  # its own group
+def test_saved_and_loaded_with_the_same_outputs(tmp_path):
+    from mobilecls._tf import keras
+
+    model = build_model("shufflenet_v1", input_size=32, num_classes=10, width=0.5)
+    _randomize_batchnorm(model, np.random.default_rng(2))
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path, compile=False)
+    pixels = np.random.default_rng(3).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(loaded(pixels).numpy(), model(pixels).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_tfmot_wraps_the_grouped_layer_with_no_scope():
+    from mobilecls._tf import tfmot
+
+    model = build_model("shufflenet_v1", input_size=32, num_classes=10)
+    qat = tfmot.quantization.keras.quantize_model(model)
+    wrapper = qat.get_layer("quant_stage_3_unit_2_gconv1")
+    assert type(wrapper.quantize_config).__name__ == "Default8BitConvQuantizeConfig"  # per-channel kernel
+    assert wrapper.quantize_config.quantize_output
+    pruned = tfmot.sparsity.keras.prune_low_magnitude(model)
+    prunable = pruned.get_layer("prune_low_magnitude_stage_3_unit_2_gconv1").layer.get_prunable_weights()
+    assert [weight.shape for weight in prunable] == [(1, 1, 160, 120)]
+
+
+def _tflite_outputs(content, images):
+    from mobilecls._tf import Interpreter
+
+    interpreter = Interpreter(model_content=content)
+    interpreter.allocate_tensors()
+    (source,), (sink,) = interpreter.get_input_details(), interpreter.get_output_details()
+    outputs = []
+    for image in images:
+        interpreter.set_tensor(source["index"], image[None])
+        interpreter.invoke()
+        outputs.append(interpreter.get_tensor(sink["index"])[0])
+    return np.array(outputs)
+
+
+def test_fp32_file_is_the_textbook_graphs_and_matches_keras():
+    from mobilecls.convert import inspect_tflite, to_tflite
+
+    rng = np.random.default_rng(4)
+    fast, textbook = _pair(rng, groups=3, input_size=32, num_classes=10)
+    fast_file, textbook_file = to_tflite(fast, "fp32"), to_tflite(textbook, "fp32")
+    ops = inspect_tflite(fast_file).ops
+    assert ops == inspect_tflite(textbook_file).ops  # the same ops in the same order
+    assert ops.count("CONV_2D") == 2 * 16 + 1  # stem, GConv1 and GConv2 of every unit
+    images = rng.uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    expected = fast(images, training=False).numpy()
+    np.testing.assert_allclose(_tflite_outputs(fast_file, images), expected, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(_tflite_outputs(textbook_file, images), expected, rtol=1e-3, atol=1e-4)

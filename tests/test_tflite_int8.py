@@ -14,7 +14,7 @@ def _per_model(names, fast):
     return [pytest.param(name, marks=() if name in fast else pytest.mark.slow) for name in names]
 
 
-# The fast run keeps ShuffleNetV1 (frozen shortcut pooling, eq. (7) bundles) and MobileNetV3-Small
+# The fast run keeps ShuffleNetV1 (frozen shortcut pooling, its own GroupedPointwiseConvBN layer) and MobileNetV3-Small
 # (hard-swish, squeeze-excite), whose QAT files nothing else converts; MobileNetV2's QAT file is
 # also converted fast in test_optimize, ShuffleNetV2's PTQ file in test_metadata and test_quantize.
 QAT_FAST = ("mobilenet_v3_small", "shufflenet_v1")
@@ -39,7 +39,7 @@ def test_tfmot_qat_and_pruning_take_the_model_as_it_is_and_qat_converts_to_one_p
     pruned = tfmot.sparsity.keras.prune_low_magnitude(model)
     assert any(type(layer).__name__ == "PruneLowMagnitude" for layer in pruned.layers)
     if name == "shufflenet_v1":  # the frozen shortcut pooling is wrapped but has nothing to prune
-        wrapper = pruned.get_layer("prune_low_magnitude_stage_2_unit_1_shortcut_pool_0")
+        wrapper = pruned.get_layer("prune_low_magnitude_stage_2_unit_1_shortcut_pool")
         assert wrapper.layer.get_prunable_weights() == []
 
 

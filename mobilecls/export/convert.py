@@ -23,6 +23,22 @@ def _static_batch(model):
     return keras.Model(inputs, model(inputs, training=False), name=model.name)
 
 
+def _tracing_for_export(converter):
+    """``converter``, its ``convert`` (where it traces the model) run inside ``exporting()``:
+    layers that train one way and export another (ShuffleNetV1's grouped convolutions) trace
+    their export graph."""
+    from mobilecls.models.layers import exporting
+
+    convert = converter.convert
+
+    def convert_exporting(*args, **kwargs):
+        with exporting():
+            return convert(*args, **kwargs)
+
+    converter.convert = convert_exporting
+    return converter
+
+
 def is_qat_model(model):
     """True when ``model`` carries tfmot fake-quant wrappers (quantization-aware trained)."""
     return any("Quantize" in type(layer).__name__ for layer in model.layers)
@@ -77,7 +93,7 @@ def make_converter(model, mode="fp32", calibration=None, io="float32", sparse=Fa
     if sparse and mode not in ("fp32", "fp16"):
         raise ValueError(f"sparse storage is for fp32 and fp16 files (XNNPACK sparse inference), got mode={mode}")
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(_static_batch(model))
+    converter = _tracing_for_export(tf.lite.TFLiteConverter.from_keras_model(_static_batch(model)))
     if mode != "fp32" or qat:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if sparse:

@@ -6,9 +6,33 @@ Every layer here is either a built-in tf_keras layer or a small weightless layer
 prune_low_magnitude accept the whole model as it is.
 """
 
+import contextlib
+
 from mobilecls._tf import keras, tf
 
 layers = keras.layers
+
+_exporting = [False]
+
+
+@contextlib.contextmanager
+def exporting():
+    """Inside this, mobilecls layers trace the graph a .tflite file should hold.
+
+    Some layers compute their function one way to train fast on a CPU and trace another, the
+    same function, for the converter (see ``GroupedPointwiseConvBN``). ``mobilecls.convert``
+    enters this around the converter's tracing; Keras training and inference never do.
+    """
+    previous, _exporting[0] = _exporting[0], True
+    try:
+        yield
+    finally:
+        _exporting[0] = previous
+
+
+def is_exporting():
+    """True inside ``exporting()``."""
+    return _exporting[0]
 
 
 def make_divisible(value, divisor=8, min_value=None):
@@ -109,8 +133,80 @@ class Product(_Weightless):
         return first * second
 
 
+@keras.utils.register_keras_serializable("mobilecls")
+class GroupedPointwiseConvBN(layers.Layer):
+    """1x1 ``Conv2D(groups=g, use_bias=False)`` -> BatchNorm -> ReLU (or none) as one layer.
+
+    Why: TensorFlow's CPU kernel for ``Conv2D(groups>1)`` trains very slowly (ShuffleNetV1 g=3
+    built with it trained at a sixth of ShuffleNetV2's images/s). This layer computes each
+    group as a matrix product over the pixels (split, g products, concatenate: fewer CPU
+    seconds than one einsum or g convolutions, docs/benchmarks.md), in training and in Keras
+    inference, and traces a real grouped convolution inside ``exporting()``, so the .tflite
+    file holds what the textbook graph's does (one grouped CONV_2D with BatchNorm and ReLU
+    folded in).
+
+    Its weights are the textbook layers' own, in their order and shapes: the kernel
+    (1, 1, Cin/g, Cout) as ``Conv2D(groups=g)`` holds it, then the BatchNorm's gamma, beta,
+    moving mean and moving variance. Why the BatchNorm and ReLU live inside: tfmot folds a
+    BatchNorm and ReLU only into the built-in convolution right before them; here QAT
+    fake-quantizes the kernel per output channel (tfmot's convolution weight quantizer) and
+    the layer's output after the activation, which is what tfmot does to the textbook's
+    Conv2D -> BatchNorm -> ReLU. Pruning prunes the kernel.
+    """
+
+    mobilecls_quantize_output = True
+    mobilecls_quantize_weights = ("kernel",)
+    mobilecls_per_channel_weights = True
+
+    def __init__(self, filters, groups, activation=None, epsilon=1e-3, momentum=0.9, **kwargs):
+        super().__init__(**kwargs)
+        if activation not in (None, "relu"):
+            raise ValueError(f"activation must be relu or None, got {activation!r}")
+        if filters % groups:
+            raise ValueError(f"{filters} filters are not divisible by {groups} groups")
+        self.filters, self.groups, self.activation = int(filters), int(groups), activation
+        self.bn = layers.BatchNormalization(epsilon=epsilon, momentum=momentum, name="bn")
+
+    def build(self, input_shape):
+        channels = int(input_shape[-1])
+        if channels % self.groups:
+            raise ValueError(f"{self.name}: {channels} input channels are not divisible by {self.groups} groups")
+        self.kernel = self.add_weight("kernel", (1, 1, channels // self.groups, self.filters),
+                                      initializer="glorot_uniform", trainable=True)
+        self.bn.build((*input_shape[:-1], self.filters))
+        super().build(input_shape)
+
+    def _group_products(self, inputs):
+        """Each group as a matrix product over the pixels: split, g products, concatenate."""
+        outputs = self.filters // self.groups
+        kernel = self.kernel[0, 0]
+        pixels = tf.split(tf.reshape(inputs, (-1, inputs.shape[-1])), self.groups, axis=-1)
+        result = tf.concat([tf.matmul(part, kernel[:, group * outputs:(group + 1) * outputs])
+                            for group, part in enumerate(pixels)], -1)
+        return tf.reshape(result, tf.concat([tf.shape(inputs)[:-1], [self.filters]], 0))
+
+    def call(self, inputs, training=None):
+        if is_exporting():
+            x = tf.nn.conv2d(inputs, self.kernel, 1, "VALID")  # the kernel's depth makes it grouped
+        else:
+            x = self._group_products(inputs)
+        x = self.bn(x, training=training)
+        return tf.nn.relu(x) if self.activation == "relu" else x
+
+    def compute_output_shape(self, input_shape):
+        return tf.TensorShape((*input_shape[:-1], self.filters))
+
+    def get_prunable_weights(self):
+        return [self.kernel]
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "groups": self.groups,
+                "activation": self.activation, "epsilon": self.bn.epsilon, "momentum": self.bn.momentum}
+
+
 # Class name -> class, for formats that store bare class names (legacy .h5, used for QAT models).
-CUSTOM_OBJECTS = {cls.__name__: cls for cls in (AveragePooling3x3, ShiftedReLU6, ConstantScale, Product)}
+CUSTOM_OBJECTS = {cls.__name__: cls for cls in (AveragePooling3x3, ShiftedReLU6, ConstantScale, Product,
+                                                GroupedPointwiseConvBN)}
 
 
 # Why hard-sigmoid and hard-swish are several small layers and not one: each layer's output

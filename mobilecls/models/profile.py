@@ -60,9 +60,16 @@ def _is_fixed(layer):
 def layer_costs(model):
     """Per-layer costs of every convolution and dense layer of a built tf_keras model."""
     from mobilecls._tf import keras
+    from mobilecls.models.layers import GroupedPointwiseConvBN
 
     costs = []
     for layer in model.layers:
+        if isinstance(layer, GroupedPointwiseConvBN):  # a grouped 1x1 Conv2D with its BatchNorm
+            _, height, width, cout = layer.output_shape
+            macs = pointwise_conv_macs(height, width, layer.input_shape[-1], cout) // layer.groups
+            costs.append(LayerCost(layer.name, "group", "eq. 3 / g", (height, width, cout), 1, layer.groups, macs,
+                                   int(layer.kernel.shape.num_elements())))
+            continue
         if _is_fixed(layer) or not isinstance(
                 layer, keras.layers.Conv2D | keras.layers.DepthwiseConv2D | keras.layers.Dense):
             continue
