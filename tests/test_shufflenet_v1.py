@@ -162,7 +162,7 @@ def _tflite_outputs(content, images):
 
 
 def test_fp32_file_is_the_textbook_graphs_and_matches_keras():
-    from mobilecls.convert import inspect_tflite, to_tflite
+    from mobilecls.export.convert import inspect_tflite, to_tflite
 
     rng = np.random.default_rng(4)
     fast, textbook = _pair(rng, groups=3, input_size=32, num_classes=10)
