@@ -20,7 +20,7 @@ def exporting():
     """Inside this, mobilecls layers trace the graph a .tflite file should hold.
 
     Some layers compute their function one way to train fast on a CPU and trace another, the
-    same function, for the converter (see ``GroupedPointwiseConvBN``). ``mobilecls.convert``
+    same function, for the converter (see ``GroupedPointwiseConvBN``). ``mobilecls.export.convert``
     enters this around the converter's tracing; Keras training and inference never do.
     """
     previous, _exporting[0] = _exporting[0], True
