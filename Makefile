@@ -33,8 +33,10 @@ client-venvs: $(CLIENTS)  ## MediaPipe and tflite-runtime 2.14 venvs for tests/t
 demo: $(STAMP)  ## the main job: the whole pipeline on the built-in synthetic data
 	$(BIN)/mobilecls pipeline --recipe recipes/demo.yaml --out runs/demo
 
+# The fast run spreads test files over the cores (pytest-xdist, one file per worker at a time so
+# that module fixtures are made once); the slow run stays serial (it trains and runs subprocesses).
 test: $(STAMP) $(CLIENTS)  ## the test suite without the tests marked slow (CI runs both)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" --numprocesses auto --maxprocesses 4 --dist loadfile
 	$(BIN)/ruff check mobilecls tests benchmarks
 
 test-slow: $(STAMP) $(CLIENTS)  ## the slow tests: the whole pipeline, tf.distribute strategies

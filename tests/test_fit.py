@@ -136,3 +136,24 @@ def test_a_nan_loss_stops_the_run_with_a_clear_message(tmp_path, monkeypatch):
 
     with pytest.raises(RunFailed, match="loss became NaN at epoch 1, step 2; the run stopped. Lower optimizer.lr"):
         train.fit(TINY, str(tmp_path / "run"), quiet=True)
+
+
+
+def test_fit_holds_out_the_val_split_every_other_command_loads(monkeypatch, tmp_path):
+    """The holdout does not follow train.seed (7 in TINY): eval, quantize and QAT load the data
+    with load()'s default seed, so a seed-1 run must hold out the same images."""
+    import inspect
+
+    from mobilecls.data import load
+    from mobilecls.training import train
+
+    seen = {}
+
+    def spy(spec, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop after the data call")
+
+    monkeypatch.setattr(train, "load_data", spy)
+    with pytest.raises(RuntimeError, match="stop after the data call"):
+        train.fit(TINY, str(tmp_path / "run"), quiet=True)
+    assert TINY.train.seed == 7 and seen["seed"] == inspect.signature(load).parameters["seed"].default
