@@ -63,3 +63,18 @@ def tiny_fp32(tiny_run, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("exports") / "best_fp32.tflite")
     quantize(tiny_run.model_path, "fp32", out)
     return out
+
+
+@pytest.fixture(scope="session")
+def float_model(tmp_path_factory):
+    """An untrained MobileNetV2 0.35x for the synthetic data, saved as FOLDER/best.keras with its
+    classes.json (the prune and QAT command tests). Tests must not change its folder."""
+    import json
+
+    from mobilecls.data import load
+    from mobilecls.models import build_model
+
+    folder = tmp_path_factory.mktemp("float")
+    build_model("mobilenet_v2", width=0.35, input_size=32, num_classes=10).save(folder / "best.keras")
+    (folder / "classes.json").write_text(json.dumps(list(load("synthetic").class_names)))
+    return folder / "best.keras"

@@ -4,6 +4,7 @@ import os
 
 import pytest
 from click.testing import CliRunner
+from tiny import SYNTHETIC_TRAIN
 from tiny import TINY as TINY_FIT
 
 from mobilecls import recipes
@@ -11,8 +12,8 @@ from mobilecls.cli import main
 
 pytestmark = pytest.mark.slow
 
-# the tiny synthetic recipe (tests/tiny.py) with the pipeline's optimize stages
-TINY = recipes.replace(TINY_FIT, schedule={"name": "constant"}, train={"seed": 1},
+# the tiny synthetic recipe (tests/tiny.py) with the pipeline's optimize stages and a holdout other than the default
+TINY = recipes.replace(TINY_FIT, schedule={"name": "constant"}, train={"seed": 1}, data={"val_fraction": 0.2},
                        optimize={"prune_sparsity": 0.5, "prune_epochs": 1, "qat_epochs": 1, "calibration_steps": 40})
 
 
@@ -34,6 +35,20 @@ def test_every_stage_leaves_its_output(finished):
     assert sorted(os.listdir(os.path.join(out, "eval"))) == sorted(
         f"{name}.json" for name in ("dynamic", "fp16", "fp32", "int8_ptq", "int8_qat"))
     assert table.count("\n") == 2 + 5 and "p50 ms host ×1" in table
+
+
+def test_every_stage_uses_the_recipes_holdout(finished):
+    import json
+
+    def samples(path):
+        with open(os.path.join(out, path), encoding="utf-8") as handle:
+            result = json.load(handle)
+        return result["val"]["samples"] if "val" in result else result["samples"]
+
+    out, _ = finished
+    val_images = round(0.2 * SYNTHETIC_TRAIN)  # data.val_fraction 0.2; the default 0.1 would give half
+    assert samples("fit/metrics.json") == val_images
+    assert [samples(f"eval/{name}.json") for name in ("fp32", "int8_ptq", "int8_qat")] == [val_images] * 3
 
 
 def test_a_second_run_redoes_no_stage(finished):

@@ -16,7 +16,7 @@ def _per_model(names, fast):
 
 # The fast run keeps ShuffleNetV1 (frozen shortcut pooling, its own GroupedPointwiseConvBN layer) and MobileNetV3-Small
 # (hard-swish, squeeze-excite), whose QAT files nothing else converts; MobileNetV2's QAT file is
-# also converted fast in test_optimize. What QAT costs is tfmot's wrapping, not the conversion.
+# also converted fast in test_prune. What QAT costs is tfmot's wrapping, not the conversion.
 QAT_FAST = ("mobilenet_v3_small", "shufflenet_v1")
 PTQ_MODELS = ["mobilenet_v1", "mobilenet_v2", "shufflenet_v1", "shufflenet_v2"]
 PTQ_FAST = PTQ_MODELS  # each conversion takes about a second (to_tflite freezes one traced function)

@@ -43,7 +43,7 @@ def report_path(out):
 
 
 def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, class_names=None,
-             data_dir=None, logits=False, author=None, license=None):
+             data_dir=None, logits=False, author=None, license=None, val_fraction=0.1):
     """Convert a .keras model to a checked .tflite file with standard TFLite Metadata.
 
     The file ends in a softmax (probabilities; in int8 files an int8 softmax) unless ``logits``,
@@ -59,6 +59,8 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, c
         class_names: overrides the names from the data or the run folder's classes.json.
         logits: keep the logits as the output (no softmax).
         author, license: for the standard metadata.
+        val_fraction: share of 'train' held out as 'val' when ``data`` has no val split; the
+            fit's ``data.val_fraction``, so that calibration draws from the same training images.
 
     Returns:
         (report, metadata): the ``GraphReport`` of the written file and its metadata dict.
@@ -80,7 +82,7 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, c
     if data is not None:
         from mobilecls.data import load
 
-        dataset = load(data, data_dir=data_dir)
+        dataset = load(data, data_dir=data_dir, val_fraction=val_fraction)
         trained_on = class_names_beside(model_path)
         if class_names is None and trained_on is not None and trained_on != list(dataset.class_names):
             raise ValueError(f"{model_path} was trained on classes {', '.join(trained_on)}; {data} has "
@@ -116,7 +118,8 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, c
     return report, read_metadata(content)
 
 
-def ptq_report(model_path, data, calibration_steps=256, debug_steps=64, worst=5, split="val", data_dir=None):
+def ptq_report(model_path, data, calibration_steps=256, debug_steps=64, worst=5, split="val", data_dir=None,
+               val_fraction=0.1):
     """Where post-training int8 quantization of a float model loses accuracy (see quantize_debug).
 
     Raises:
@@ -129,7 +132,7 @@ def ptq_report(model_path, data, calibration_steps=256, debug_steps=64, worst=5,
     model = load_keras_model(model_path)
     if is_qat_model(model):
         raise ValueError(f"{model_path} is a QAT model; --report measures post-training quantization of a float model")
-    dataset = load(data, data_dir=data_dir)
+    dataset = load(data, data_dir=data_dir, val_fraction=val_fraction)
     if split not in dataset.splits:
         raise ValueError(f"split {split!r} not in {data}; it has: {', '.join(sorted(dataset.splits))}")
     calibration = calibration_images(dataset, calibration_steps)

@@ -11,7 +11,7 @@ def _output_folder(out):
         raise ValueError(f"output folder {out} already exists and is not empty; choose another --out")
 
 
-def _load(model_path, data, data_dir, check_model=None):
+def _load(model_path, data, data_dir, val_fraction, check_model=None):
     """The model and the dataset, checked against each other; ``check_model(model)`` runs before the data loads."""
     from mobilecls.data import load
     from mobilecls.models.io import class_names_beside, load_keras_model
@@ -19,7 +19,7 @@ def _load(model_path, data, data_dir, check_model=None):
     model = load_keras_model(model_path)
     if check_model is not None:
         check_model(model)
-    dataset = load(data, data_dir=data_dir)
+    dataset = load(data, data_dir=data_dir, val_fraction=val_fraction)
     names = class_names_beside(model_path)
     if names is not None and list(names) != list(dataset.class_names):
         raise ValueError(f"{model_path} was trained on classes {', '.join(names)}; {data} has "
@@ -49,7 +49,7 @@ def _write_outputs(folder, model, report, dataset):
 
 def prune_run(model_path, data, out, sparsity=0.5, schedule="polynomial", structured=None, epochs=5, lr=0.01,
               batch_size=128, data_dir=None, quiet=True, policy="all", bench_runs=100, distill=0.0,
-              teacher_path=None):
+              teacher_path=None, val_fraction=0.1):
     """Prune a .keras model, fine-tune it, strip the wrappers and write ``out``.
 
     ``out`` gets model.keras (pruned, float), classes.json and report.json (val accuracy before
@@ -85,7 +85,7 @@ def prune_run(model_path, data, out, sparsity=0.5, schedule="polynomial", struct
             raise ValueError(f"teacher {teacher_path} maps {teacher.input_shape[1:]} to {teacher.output_shape[1:]}; "
                              f"{model_path} maps {model.input_shape[1:]} to {model.output_shape[1:]}")
 
-    model, dataset = _load(model_path, data, data_dir, check_model)
+    model, dataset = _load(model_path, data, data_dir, val_fraction, check_model)
     teacher = model if teacher is None else teacher
     before = fine_tune(model, dataset, 0, lr, batch_size)
     steps = max(1, len(dataset.splits["train"].images) // batch_size)
@@ -140,7 +140,7 @@ def sparse_inference_speedup(model, folder, runs=100):
             "densify_ops": inspect_tflite(sparse).ops.count("DENSIFY")}
 
 
-def qat_run(model_path, data, out, epochs=1, lr=1e-4, batch_size=128, data_dir=None, quiet=True):
+def qat_run(model_path, data, out, epochs=1, lr=1e-4, batch_size=128, data_dir=None, quiet=True, val_fraction=0.1):
     """Quantization-aware fine-tuning of a .keras model into ``out`` (model.h5 is the QAT model).
 
     A pruned model (>= 30 % zero weights) uses tfmot's sparsity-preserving scheme.
@@ -152,7 +152,7 @@ def qat_run(model_path, data, out, epochs=1, lr=1e-4, batch_size=128, data_dir=N
     from mobilecls.optimize.qat import PRUNED_THRESHOLD, qat
 
     _output_folder(out)
-    model, dataset = _load(model_path, data, data_dir)
+    model, dataset = _load(model_path, data, data_dir, val_fraction)
     before = fine_tune(model, dataset, 0, lr, batch_size)
     sparsity = overall_sparsity(model)
     quantized = qat(model)

@@ -252,6 +252,9 @@ def model_card(root, folder, entries):
     first = entries[0]
     build = ", ".join(f"{key}={value}" for key, value in first["build"].items())
     data_flag = f" --data {recipe.data.spec}"
+    # the commands after fit hold out what fit held out (the CLI's default is 0.1)
+    holdout = recipe.data.val_fraction
+    holdout_flag = data_flag + ("" if holdout == 0.1 else f" --val-fraction {holdout:g}")
     fp32 = next((e for e in entries if e["mode"] == "fp32" and e["val"]), None)
     lines = [CARD_MARKER, "", f"# {folder}: `{first['model']}`", "",
              "| | |", "|---|---|",
@@ -286,9 +289,9 @@ def model_card(root, folder, entries):
     budget = " --set train.time_budget_minutes=null" if recipe.train.time_budget_minutes else ""
     lines += ["", "Commands (RUN is the fit's run folder; from this folder):", "",
               f"    mobilecls fit --recipe recipe.yaml{data_flag}{budget} --out RUN"]
-    lines += [f"    {command}" for command in _optimize_commands(path, data_flag)]
-    lines += [f"    {_quantize_command(entry, data_flag)}" for entry in entries]
-    lines += [f"    mobilecls eval {os.path.basename(e['file'])}{data_flag} "
+    lines += [f"    {command}" for command in _optimize_commands(path, holdout_flag)]
+    lines += [f"    {_quantize_command(entry, holdout_flag)}" for entry in entries]
+    lines += [f"    mobilecls eval {os.path.basename(e['file'])}{holdout_flag} "
               f"--json {os.path.relpath(e['val']['eval'], folder)}" for e in entries if e["val"]]
     timed = [e for e in entries if e["p50_ms"]]
     if timed:
