@@ -34,9 +34,11 @@ demo: $(STAMP)  ## the main job: the whole pipeline on the built-in synthetic da
 	$(BIN)/mobilecls pipeline --recipe recipes/demo.yaml --out runs/demo
 
 # The fast run spreads test files over the cores (pytest-xdist, one file per worker at a time so
-# that module fixtures are made once); the slow run stays serial (it trains and runs subprocesses).
+# that module fixtures are made once), the longest files first (tests/conftest.py orders them;
+# xdist's own reordering, by number of tests, is off); the slow run stays serial (it trains and
+# runs subprocesses).
 test: $(STAMP) $(CLIENTS)  ## the test suite without the tests marked slow (CI runs both)
-	$(BIN)/python -m pytest -q -m "not slow" --numprocesses auto --maxprocesses 4 --dist loadfile
+	$(BIN)/python -m pytest -q -m "not slow" --numprocesses auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 	$(BIN)/ruff check mobilecls tests benchmarks
 
 test-slow: $(STAMP) $(CLIENTS)  ## the slow tests: the whole pipeline, tf.distribute strategies

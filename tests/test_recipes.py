@@ -149,5 +149,6 @@ def test_study_file_names_the_recipes_builds_and_only_missing_runs():
         assert members[member]["build"] == build
         assert [run["seed"] for run in members[member]["runs"]] == [0, 1]
     # the keys are valid: what stops it before the runs exist is the first missing file
-    with pytest.raises(FileNotFoundError, match=r"members.mobilenet_v1.runs\[1\].float not found: .*mnv1_separable_s1"):
+    missing = r"members.mobilenet_v1_standard_conv.runs\[1\].float not found: .*mnv1_standard_s1"
+    with pytest.raises(FileNotFoundError, match=missing):
         study.load_study(path)

@@ -75,7 +75,8 @@ def test_integer_mode_without_calibration_is_a_clear_error():
         to_tflite(model, "int4")
 
 
-@pytest.mark.parametrize("mode", [pytest.param("fp32", marks=pytest.mark.slow), "int8"])
+@pytest.mark.slow  # the reference converter takes the SavedModel round trip, ~30 s per file
+@pytest.mark.parametrize("mode", ["fp32", "int8"])
 def test_frozen_function_gives_what_the_keras_converter_gives(mode, pixels):
     """to_tflite freezes one traced function instead of the converter's SavedModel round trip
     (about 20x faster): the same ops and the same outputs as ``from_keras_model`` gives."""

@@ -12,10 +12,13 @@ def confident_model(seed=0):
     """A tiny untrained ShuffleNetV2 whose head is scaled up, so its classes are far apart.
 
     Untrained, every class gets ~0.1 and an int8 softmax (256 levels) ties them all; a trained
-    model's probabilities are spread, and so are these.
+    model's probabilities are spread, and so are these. Its weights depend on ``seed`` alone, not on
+    which tests ran before in the process (with pytest-xdist that order changes from run to run).
     """
+    from mobilecls._tf import keras
     from mobilecls.models import build_model
 
+    keras.utils.set_random_seed(seed)
     model = build_model("shufflenet_v2", width=0.5, input_size=32, num_classes=10)
     head = model.layers[-1]
     kernel, bias = head.get_weights()
