@@ -480,15 +480,17 @@ def report_command(results, out_dir):
 @click.argument("study_path", metavar="STUDY.yaml", type=click.Path())
 @click.option("-o", "--out", "out_dir", default="study", show_default=True, type=click.Path(),
               help="Folder for study.md (Tables I and II), study.json and fig3.png.")
+@click.option("--partial", is_flag=True, help="Leave out the runs whose files do not exist yet (study.md lists "
+              "them; a member with none says 'not run') instead of refusing the study.")
 @_library_errors
-def study_command(study_path, out_dir):
+def study_command(study_path, out_dir, partial):
     """The study's Tables I and II and Fig. 3 from the runs' eval and bench JSON files.
 
-    Example: mobilecls study recipes/study/study.yaml -o study
+    Example: mobilecls study study/cifar10.yaml -o study/cifar10 --partial
     """
     from mobilecls.reporting.study import study_report
 
-    click.echo(study_report(study_path, out_dir), nl=False)
+    click.echo(study_report(study_path, out_dir, partial=partial), nl=False)
     click.echo(f"wrote {out_dir}/study.md, {out_dir}/study.json and {out_dir}/fig3.png")
 
 

@@ -109,6 +109,25 @@ def test_a_member_not_run_yet_is_shown_as_such(tmp_path):
     assert "Δ no shuffle" not in text and "Δ standard conv" in text
 
 
+def test_a_partial_study_leaves_out_the_runs_not_made_yet_and_lists_them(tmp_path):
+    import shutil
+
+    path = write_study(tmp_path)
+    (tmp_path / "mobilenet_v1_standard_conv_s1" / "bench.json").unlink()
+    for seed in (0, 1):
+        shutil.rmtree(tmp_path / f"shufflenet_v1_s{seed}")
+    result = CliRunner().invoke(main, ["study", str(path), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "members.mobilenet_v1_standard_conv.runs[1].bench not found" in result.output
+    assert not (tmp_path / "out").exists()
+    text = study.study_report(str(path), str(tmp_path / "out"), profile=fake_profile, partial=True)
+    assert (tmp_path / "out" / "study.md").read_text() == text
+    assert "| standard conv | 88.00 | 88.00 | 87.90 | 87.80 |" in text  # seed 0 alone: no spread
+    assert "| Δ standard conv − separable | +0.80 (beyond seed spread) |" in text  # 2 x separable's 0.28 < 0.80
+    assert "| shuffle | not run |" in text and "Δ no shuffle" not in text
+    assert ("Left out, their files not made yet (`--partial`): mobilenet_v1_standard_conv seed 1; "
+            "shufflenet_v1 seeds 0, 1.") in text
+
+
 def test_bad_study_files_are_one_line_errors_naming_the_thing(tmp_path):
     path = write_study(tmp_path)
     spec = yaml.safe_load(path.read_text())

@@ -14,7 +14,9 @@ A study file (YAML or JSON) names, for each of the study's four models, the runs
             metrics: ../runs/mnv1_s0/metrics.json      # optional: fit wall time
 
 Paths are relative to the study file. A member may be missing (its rows say "not run"). Within
-an ablation pair the build keywords must be the same but for the switch.
+an ablation pair the build keywords must be the same but for the switch. A study in progress
+can name runs not made yet: ``partial=True`` (``mobilecls study --partial``) leaves out every run
+whose files do not exist yet, and the report lists them.
 """
 
 import io
@@ -44,6 +46,7 @@ TABLES = (("Table I: MobileNetV1, depthwise separable vs standard convolutions",
            "shufflenet_v1_noshuffle", "shuffle", "no shuffle"))
 _MEMBER_KEYS = ("build", "runs")
 _RUN_KEYS = ("seed", "float", "int8", "bench", "metrics")
+_RUN_FILES = ("float", "int8", "bench", "metrics")
 _BUILD_KEYS = ("width", "input_size", "num_classes", "separable", "groups", "shuffle")
 METRICS = ("accuracy", "recall", "f1")
 
@@ -82,11 +85,12 @@ def _read_json(path, what):
             raise ValueError(f"{path} is not JSON ({error.msg} at line {error.lineno})") from None
 
 
-def load_study(path):
-    """Read and validate a study file; returns {member: {"build": {...}, "runs": [run, ...]}}.
+def load_study(path, partial=False):
+    """Read and validate a study file; returns {member: {"build": {...}, "runs": [run, ...], "left_out": [seed, ...]}}.
 
     Each run holds the loaded ``float`` and ``int8`` eval dicts, its ``bench`` rows and optional
-    ``metrics``.
+    ``metrics``. With ``partial``, a run any of whose files does not exist is left out (its seed
+    goes to ``left_out``) instead of refused; a member with no run left has ``runs == []``.
 
     Raises:
         FileNotFoundError: the study file or a file it names is missing (the message names it).
@@ -117,10 +121,16 @@ def load_study(path):
         runs = spec.get("runs")
         if not isinstance(runs, list) or not runs:
             raise ValueError(f"{where}.runs: expected a list of runs (one per seed), got {runs!r}")
-        study[member] = {"build": build, "runs": [_load_run(run, base, f"{where}.runs[{i}]")
-                                                  for i, run in enumerate(runs)]}
+        loaded, left_out = [], []
+        for i, run in enumerate(runs):
+            _check_run(run, f"{where}.runs[{i}]")
+            if partial and not all(os.path.isfile(os.path.join(base, run[key])) for key in _RUN_FILES if key in run):
+                left_out.append(run["seed"])
+            else:
+                loaded.append(_load_run(run, base, f"{where}.runs[{i}]"))
+        study[member] = {"build": build, "runs": loaded, "left_out": left_out}
     for _, first, second, *_ in TABLES:
-        if first in study and second in study:
+        if study.get(first, {}).get("runs") and study.get(second, {}).get("runs"):
             switch = _SWITCH[first][0]
             a, b = ({k: v for k, v in study[m]["build"].items() if k != switch} for m in (first, second))
             if a != b:
@@ -129,11 +139,14 @@ def load_study(path):
     return study
 
 
-def _load_run(run, base, where):
+def _check_run(run, where):
     _check_keys(run, _RUN_KEYS, where)
     for key in ("seed", "float", "int8", "bench"):
         if key not in run:
             raise ValueError(f"{where}: missing key {key!r}")
+
+
+def _load_run(run, base, where):
     loaded = {"seed": run["seed"]}
     for key in ("float", "int8"):
         values = _read_json(os.path.join(base, run[key]), f"{where}.{key}")
@@ -184,6 +197,8 @@ def summarize(study, profile=None):
     rows = {}
     for member, spec in study.items():
         runs = spec["runs"]
+        if not runs:
+            continue  # every run left out (partial): "not run"
         row = {"seeds": [run["seed"] for run in runs], "build": spec["build"]}
         for kind in ("float", "int8"):
             for metric in METRICS:
@@ -253,10 +268,17 @@ def render_table(rows, title, base, ablation, base_label, ablation_label):
     return "\n".join(lines) + "\n"
 
 
-def render(rows):
-    """The whole study report in Markdown: Tables I and II, the Fig. 3 reference and the notes."""
+def render(rows, left_out=None):
+    """The whole study report in Markdown: Tables I and II, the Fig. 3 reference and the notes.
+
+    ``left_out``: {member: [seed, ...]} of the runs a partial study left out (listed under the tables).
+    """
     parts = ["# The study on CIFAR-10, reproduced by mobilecls", ""]
     parts += [render_table(rows, *table) for table in TABLES]
+    if left_out:
+        runs = "; ".join(f"{member} seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+                         for member, seeds in left_out.items())
+        parts.append(f"Left out, their files not made yet (`--partial`): {runs}.\n")
     parts.append("Fig. 3: `fig3.png` (accuracy, macro recall, macro F1 of MobileNetV1 and ShuffleNetV1, "
                  "float and int8, beside the study's bars).\n")
     split = next((row["split"] for row in rows.values()), {"samples": None, "data": None})
@@ -300,10 +322,14 @@ def figure_png(rows):
     return buffer.getvalue()
 
 
-def study_report(path, out_dir, profile=None):
-    """Write ``study.md``, ``study.json`` and ``fig3.png`` into ``out_dir``; returns the Markdown."""
-    rows = summarize(load_study(path), profile=profile)
-    text = render(rows)
+def study_report(path, out_dir, profile=None, partial=False):
+    """Write ``study.md``, ``study.json`` and ``fig3.png`` into ``out_dir``; returns the Markdown.
+
+    ``partial``: leave out the runs whose files do not exist yet (see ``load_study``).
+    """
+    study = load_study(path, partial=partial)
+    rows = summarize(study, profile=profile)
+    text = render(rows, {member: spec["left_out"] for member, spec in study.items() if spec["left_out"]})
     write_atomically(os.path.join(out_dir, "study.md"), text)
     write_atomically(os.path.join(out_dir, "study.json"), json.dumps(rows, indent=2) + "\n")
     write_atomically(os.path.join(out_dir, "fig3.png"), figure_png(rows))
