@@ -80,14 +80,15 @@ def tiny_fp32(tiny_run, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def float_model(tmp_path_factory):
-    """An untrained MobileNetV2 0.35x for the synthetic data, saved as FOLDER/best.keras with its
-    classes.json (the prune and QAT command tests). Tests must not change its folder."""
+    """An untrained MobileNetV1 0.25x (few layers: wrapping and tracing are what the prune and QAT
+    tests spend their time on) for the synthetic data, saved as FOLDER/best.keras with its
+    classes.json. Tests must not change its folder."""
     import json
 
     from mobilecls.data import load
     from mobilecls.models import build_model
 
     folder = tmp_path_factory.mktemp("float")
-    build_model("mobilenet_v2", width=0.35, input_size=32, num_classes=10).save(folder / "best.keras")
+    build_model("mobilenet_v1", width=0.25, input_size=32, num_classes=10).save(folder / "best.keras")
     (folder / "classes.json").write_text(json.dumps(list(load("synthetic").class_names)))
     return folder / "best.keras"

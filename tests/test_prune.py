@@ -26,7 +26,7 @@ def test_prune_reaches_the_target_sparsity_and_shrinks_the_gzip_size(pruned_fold
     assert sorted(p.name for p in pruned_folder.iterdir()) == ["classes.json", "model.keras", "report.json"]
     assert report["sparsity"] == pytest.approx(0.5, abs=0.03)
     assert report["policy"] == "all" and report["xnnpack_sparse_qualifies"] is False  # CIFAR stem: stride 1
-    convs = [value for name, value in report["layers"].items() if name.endswith("_project")]
+    convs = [value for name, value in report["layers"].items() if name.endswith("_pointwise")]
     assert convs and all(value == pytest.approx(0.5, abs=0.05) for value in convs)
     gz = report["tflite_fp32_gzip_bytes"]
     assert gz["after"] < 0.8 * gz["before"]
@@ -53,7 +53,7 @@ def test_qat_of_a_pruned_model_keeps_its_zeros_and_exports_full_int8(pruned_fold
     images = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     assert np.isfinite(model(images, training=False).numpy()).all()
     kernels = [w.numpy() for layer in model.layers for w in layer.weights if w.name.endswith("kernel:0")
-               and "project" in w.name]
+               and "pointwise" in w.name]
     assert kernels and np.mean([np.mean(k == 0) for k in kernels]) == pytest.approx(0.5, abs=0.05)
     report = inspect_tflite(to_tflite(model, "int8", io="int8"))
     assert report.float_ops == () and report.partitions == 1

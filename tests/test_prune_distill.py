@@ -57,7 +57,7 @@ def test_prune_distils_from_a_teacher_file(float_model, tmp_path):
 
 def test_prune_refuses_a_teacher_with_other_classes(float_model, tmp_path):
     teacher = tmp_path / "teacher.keras"
-    build_model("mobilenet_v2", width=0.35, input_size=32, num_classes=5).save(teacher)
+    build_model("mobilenet_v1", width=0.25, input_size=32, num_classes=5).save(teacher)
     out = tmp_path / "pruned"
     result = CliRunner().invoke(main, ["prune", str(float_model), "--data", f"folder:{tmp_path / 'nowhere'}",
                                        "--distill", "0.5", "--teacher", str(teacher), "--out", str(out), "--quiet"])
