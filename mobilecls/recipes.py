@@ -46,13 +46,15 @@ class DataSection:
 @dataclasses.dataclass(frozen=True)
 class OptimizerSection:
     """SGD (momentum, nesterov), RMSprop (momentum) or AdamW; weight decay skips BatchNorm
-    parameters and biases."""
+    parameters and biases. ``ema_decay`` (e.g. 0.999): keep an exponential moving average of the
+    trainable weights, updated every step; validation, best.keras and every export use it."""
 
     name: str = "sgd"
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-5
+    ema_decay: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,6 +197,8 @@ def _check_ranges(recipe):
         (recipe.train.time_budget_minutes is None or recipe.train.time_budget_minutes > 0,
          "train.time_budget_minutes must be > 0 (or null for a fixed train.epochs)"),
         (recipe.optimizer.lr > 0, "optimizer.lr must be > 0"),
+        (recipe.optimizer.ema_decay is None or 0 < recipe.optimizer.ema_decay < 1,
+         "optimizer.ema_decay must be in (0, 1) (or null: no moving average)"),
         (recipe.model.width > 0, f"model.width must be > 0, got {recipe.model.width:g}"),
         (recipe.data.image_size is None or recipe.data.image_size >= 1, "data.image_size must be >= 1 (or null)"),
         (recipe.optimize.calibration_steps >= 1, "optimize.calibration_steps must be >= 1"),

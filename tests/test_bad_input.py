@@ -46,6 +46,8 @@ def test_a_model_that_cannot_be_built_leaves_no_run_folder(tmp_path, tiny_images
     out = tmp_path / "run"
     message = _one_line_error(_invoke("fit", "--model", "mobilenet_v1", "--set", "model.width=-1", "--out", out))
     assert "model.width must be > 0, got -1" in message and not out.exists()
+    message = _one_line_error(_invoke("fit", "--model", "mobilenet_v1", "--set", "optimizer.ema_decay=1", "--out", out))
+    assert "optimizer.ema_decay must be in (0, 1)" in message and not out.exists()
     # input_size 40 passes the recipe checks and fails in the builder, after the data loaded
     message = _one_line_error(_invoke("fit", "--model", "mobilenet_v1", "--data", f"folder:{tiny_images}",
                                       "--set", "model.input_size=40", "--out", out))

@@ -157,3 +157,25 @@ def test_fit_holds_out_the_val_split_every_other_command_loads(monkeypatch, tmp_
         train.fit(TINY, str(tmp_path / "run"), quiet=True)
     default = inspect.signature(load).parameters["seed"].default
     assert TINY.train.seed == 7 and seen.get("seed", default) == default
+
+
+def test_with_ema_decay_validation_and_best_keras_use_the_averaged_weights(tmp_path):
+    import numpy as np
+
+    from mobilecls._tf import keras
+    from mobilecls.training.train import fit
+
+    run = fit(recipes.replace(TINY, optimizer={"ema_decay": 0.9}), str(tmp_path / "ema"), quiet=True)
+    best = keras.models.load_model(run.model_path, compile=False)
+    with np.load(os.path.join(run.path, "state", "epoch_001.npz")) as state:
+        trained = [state[name] for name in state.files if name.startswith("weight_")]
+        optimizer = [state[name] for name in state.files if name.startswith("optimizer_")]
+    kernels = [w.numpy() for w in best.trainable_weights if w.name.endswith("kernel:0")]
+    # best.keras holds neither the last step's kernels (the resume state's) nor anything but the
+    # optimizer's moving averages of them
+    assert not any(any(t.shape == k.shape and np.array_equal(t, k) for t in trained) for k in kernels)
+    assert all(any(o.shape == k.shape and np.array_equal(o, k) for o in optimizer) for k in kernels)
+    # the epoch's validation measured those averaged weights: the metrics of best.keras
+    with open(os.path.join(run.path, "history.csv"), encoding="utf-8") as handle:
+        validated = float(next(csv.DictReader(handle))["val_accuracy"])
+    assert run.metrics["val"]["accuracy"] == pytest.approx(validated, abs=1e-6)

@@ -1,5 +1,6 @@
 """`fit`: train a recipe into a run folder (checkpoints, history, metrics, plots), resumable."""
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -73,17 +74,22 @@ def learning_rate(recipe, steps_per_epoch):
 
 
 def make_optimizer(recipe, steps_per_epoch):
-    """SGD, RMSprop or AdamW with the schedule; weight decay skips BatchNorm parameters and biases."""
+    """SGD, RMSprop or AdamW with the schedule; weight decay skips BatchNorm parameters and biases.
+
+    With ``optimizer.ema_decay`` the optimizer also keeps the moving average of the trainable
+    weights (Keras' ``use_ema``; its variables are among the optimizer's, so resuming restores them).
+    """
     section = recipe.optimizer
     rate = learning_rate(recipe, steps_per_epoch)
+    ema = {"use_ema": True, "ema_momentum": section.ema_decay} if section.ema_decay else {}
     if section.name == "sgd":
         optimizer = keras.optimizers.SGD(rate, momentum=section.momentum, nesterov=section.nesterov,
-                                         weight_decay=section.weight_decay or None)
+                                         weight_decay=section.weight_decay or None, **ema)
     elif section.name == "rmsprop":  # as the MobileNet papers (TF-slim): decay 0.9, epsilon 1.0
         optimizer = keras.optimizers.RMSprop(rate, rho=0.9, momentum=section.momentum, epsilon=1.0,
-                                             weight_decay=section.weight_decay or None)
+                                             weight_decay=section.weight_decay or None, **ema)
     else:
-        optimizer = keras.optimizers.AdamW(rate, weight_decay=section.weight_decay)
+        optimizer = keras.optimizers.AdamW(rate, weight_decay=section.weight_decay, **ema)
     optimizer.exclude_from_weight_decay(var_names=["_bn", "bias", "gamma", "beta"])
     return optimizer
 
@@ -127,6 +133,40 @@ class _Monitor(keras.callbacks.Callback):
                   flush=True)
 
 
+def _swap_averaged_weights(model):
+    """Exchange the model's trainable weights with the optimizer's moving averages of them
+    (``optimizer.ema_decay``); nothing without one. Keras keeps the averages in the optimizer
+    (tf_keras 2.21's ``_model_variables_moving_average``, one per variable, in its index order)."""
+    optimizer = model.optimizer
+    if not getattr(optimizer, "use_ema", False) or not hasattr(optimizer, "_model_variables_moving_average"):
+        return  # no average, or not built yet (no step taken)
+    for variable in model.trainable_variables:
+        average = optimizer._model_variables_moving_average[optimizer._index_dict[optimizer._var_key(variable)]]
+        held = variable.numpy()
+        variable.assign(average)
+        average.assign(held)
+
+
+@contextlib.contextmanager
+def averaged_weights(model):
+    """Inside: the model holds the moving averages of its weights (as validation measured them)."""
+    _swap_averaged_weights(model)
+    try:
+        yield model
+    finally:
+        _swap_averaged_weights(model)
+
+
+class _ValidateAveragedWeights(keras.callbacks.Callback):
+    """With ``optimizer.ema_decay``, each epoch's validation measures the averaged weights."""
+
+    def on_test_begin(self, logs=None):
+        _swap_averaged_weights(self.model)
+
+    def on_test_end(self, logs=None):
+        _swap_averaged_weights(self.model)
+
+
 class _Recorder(keras.callbacks.Callback):
     """After every epoch: its weights checkpoint, the resume state, best.keras, then the manifest.
 
@@ -145,14 +185,16 @@ class _Recorder(keras.callbacks.Callback):
         if self.monitor.nan_at:  # the epoch stopped early on a NaN loss: nothing in it is worth keeping
             return
         logs, state, number = logs or {}, self.state, epoch + 1
+        # The checkpoint and best.keras hold what validation measured (with ema_decay: the averaged
+        # weights); the resume state holds the training weights and the optimizer's variables.
         checkpoint = f"checkpoints/epoch_{number:03d}.weights.h5"
-        with replacing(os.path.join(self.folder, checkpoint)) as temporary:
+        with averaged_weights(self.model), replacing(os.path.join(self.folder, checkpoint)) as temporary:
             self.model.save_weights(temporary)
         resume_file = f"state/epoch_{number:03d}.npz"
         write_atomically(os.path.join(self.folder, resume_file), _training_state(self.model))
         value = float(logs.get("val_accuracy", float("nan")))
         if state["best"] is None or value > state["best"]["val_accuracy"]:
-            with replacing(os.path.join(self.folder, "best.keras")) as temporary:
+            with averaged_weights(self.model), replacing(os.path.join(self.folder, "best.keras")) as temporary:
                 self.model.save(temporary)
             state["best"] = {"epoch": number, "val_accuracy": value}
             run_state.record(self.folder, state, "best.keras")
@@ -194,7 +236,8 @@ def _restore_training_state(model, path, distribution):
 
 def _epoch_callbacks(folder, monitor, state=None):
     """What a run does around every epoch, writing into ``folder`` (the budget probe times them too)."""
-    return [monitor, _Recorder(folder, run_state.new_state() if state is None else state, monitor)]
+    return [_ValidateAveragedWeights(), monitor,
+            _Recorder(folder, run_state.new_state() if state is None else state, monitor)]
 
 
 def _check_run_folder(out, resume):
