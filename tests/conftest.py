@@ -20,7 +20,7 @@ LONGEST_FILES = ("test_tflite_int8", "test_prune", "test_shufflenet_v1", "test_r
 def pytest_collection_modifyitems(items):
     """The longest files first, every file's tests in their own order (a stable sort)."""
     rank = {name: position for position, name in enumerate(LONGEST_FILES)}
-    items.sort(key=lambda item: rank.get(item.module.__name__.rpartition(".")[2], len(rank)))
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
 
 LIBRARY_SYNTHETIC = synthetic_module.synthetic  # the library's own sizes (5,000 + 1,000 images)
 
