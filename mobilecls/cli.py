@@ -171,6 +171,7 @@ def fit(recipe_path, assignments, model, data, data_dir, epochs, batch_size, see
 
 
 # eval, quantize, prune and qat must evaluate on the images fit held out: the same holdout as its recipe.
+# The default is recipes.DataSection's (not imported here: the CLI starts without it; tests/test_cli.py checks).
 val_fraction_option = click.option(
     "--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True,
     help="Share of train held out as val when the data has no val split: the fit's data.val_fraction.")

@@ -9,9 +9,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 synthetic_module = importlib.import_module("mobilecls.data.synthetic")  # numpy only, no TensorFlow
 
+LIBRARY_SYNTHETIC = synthetic_module.synthetic  # the library's own sizes (5,000 + 1,000 images)
+
 # `make test` hands out test files to its workers in collection order (pytest-xdist, --dist
-# loadfile), so a long file collected last runs alone at the end. These, the longest first
-# (seconds in `make test` on 2026-12-03: 100, 93, 87, 83, 77, 74, 64, 62, 57, 54, 50), start first.
+# loadfile), so a long file collected last runs alone at the end. These start first, longest first
+# by their seconds in an idle `make test` on 2026-12-03 before this ordering (100, 93, 87, 83, 77,
+# 74, 64, 62, 57, 54, 50; test_tflite_int8 and the prune files have since got faster).
 LONGEST_FILES = ("test_tflite_int8", "test_prune", "test_shufflenet_v1", "test_resume_faults", "test_fit",
                  "test_bad_input", "test_prune_policies", "test_prune_distill", "test_clients", "test_quantize",
                  "test_models")
@@ -21,8 +24,6 @@ def pytest_collection_modifyitems(items):
     """The longest files first, every file's tests in their own order (a stable sort)."""
     rank = {name: position for position, name in enumerate(LONGEST_FILES)}
     items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
-
-LIBRARY_SYNTHETIC = synthetic_module.synthetic  # the library's own sizes (5,000 + 1,000 images)
 
 
 @pytest.fixture(scope="session", autouse=True)

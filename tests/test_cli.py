@@ -49,6 +49,18 @@ def test_bad_input_is_a_one_line_error_with_status_2():
     assert result.exit_code == 2
 
 
+@pytest.mark.parametrize("command", [["eval", "m.tflite"], ["quantize", "m.keras"], ["prune", "m.keras", "--out", "o"],
+                                     ["qat", "m.keras", "--out", "o"]])
+def test_val_fraction_outside_0_to_1_is_refused_and_defaults_to_the_recipes(command):
+    from mobilecls.recipes import DataSection
+
+    result = CliRunner().invoke(main, [*command, "--data", "synthetic", "--val-fraction", "1.5"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--val-fraction': 1.5 is not in the range 0<x<1" in result.output
+    option = next(p for p in main.commands[command[0]].params if p.name == "val_fraction")
+    assert option.default == DataSection.val_fraction
+
+
 def _models_command(env_level):
     import os
 

@@ -252,9 +252,11 @@ def model_card(root, folder, entries):
     first = entries[0]
     build = ", ".join(f"{key}={value}" for key, value in first["build"].items())
     data_flag = f" --data {recipe.data.spec}"
-    # the commands after fit hold out what fit held out (the CLI's default is 0.1)
+    # the commands after fit hold out what fit held out (--val-fraction's default is the recipes')
+    from mobilecls.recipes import DataSection
+
     holdout = recipe.data.val_fraction
-    holdout_flag = data_flag + ("" if holdout == 0.1 else f" --val-fraction {holdout:g}")
+    holdout_flag = data_flag + ("" if holdout == DataSection.val_fraction else f" --val-fraction {holdout:g}")
     fp32 = next((e for e in entries if e["mode"] == "fp32" and e["val"]), None)
     lines = [CARD_MARKER, "", f"# {folder}: `{first['model']}`", "",
              "| | |", "|---|---|",

@@ -148,7 +148,7 @@ def _swap_averaged_weights(model):
 
 
 @contextlib.contextmanager
-def averaged_weights(model):
+def _averaged_weights(model):
     """Inside: the model holds the moving averages of its weights (as validation measured them)."""
     _swap_averaged_weights(model)
     try:
@@ -188,13 +188,13 @@ class _Recorder(keras.callbacks.Callback):
         # The checkpoint and best.keras hold what validation measured (with ema_decay: the averaged
         # weights); the resume state holds the training weights and the optimizer's variables.
         checkpoint = f"checkpoints/epoch_{number:03d}.weights.h5"
-        with averaged_weights(self.model), replacing(os.path.join(self.folder, checkpoint)) as temporary:
+        with _averaged_weights(self.model), replacing(os.path.join(self.folder, checkpoint)) as temporary:
             self.model.save_weights(temporary)
         resume_file = f"state/epoch_{number:03d}.npz"
         write_atomically(os.path.join(self.folder, resume_file), _training_state(self.model))
         value = float(logs.get("val_accuracy", float("nan")))
         if state["best"] is None or value > state["best"]["val_accuracy"]:
-            with averaged_weights(self.model), replacing(os.path.join(self.folder, "best.keras")) as temporary:
+            with _averaged_weights(self.model), replacing(os.path.join(self.folder, "best.keras")) as temporary:
                 self.model.save(temporary)
             state["best"] = {"epoch": number, "val_accuracy": value}
             run_state.record(self.folder, state, "best.keras")
