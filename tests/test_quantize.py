@@ -13,7 +13,10 @@ from mobilecls.models import build_model
 
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
+    from mobilecls._tf import keras
+
     folder = tmp_path_factory.mktemp("run")
+    keras.utils.set_random_seed(0)  # the same weights whichever tests ran before in this worker
     model = build_model("shufflenet_v2", width=0.5, input_size=32, num_classes=10)
     model.save(folder / "best.keras")
     names = ["blob", "checkerboard", "circle", "cross", "diagonal_stripes", "horizontal_stripes", "ring",
@@ -178,7 +181,9 @@ def test_layers_kept_in_float_are_float_in_the_file_and_nearly_all_give_the_floa
     assert len(two.float_ops) == 2
     # all but the last op in float (the debugger needs one quantized op left to debug)
     nearly_float = with_layers_in_float(model, calibration, debug, [row["tensor"] for row in rows[:-1]])
-    images = pixels(4, 32, seed=3)
+    # on calibrated images: the one int8 op left clips what lies outside its calibrated range
+    # (CI's run of 2026-12-03 drew 4 other images, unseeded weights, and missed 2 % by clipping)
+    images = calibration[:4]
     expected = model.predict(images, verbose=0)
     assert len(inspect_tflite(nearly_float).float_ops) >= len(rows) - 1
     # ops the debugger does not verify (reshapes, transposes, concatenations) stay int8
