@@ -7,6 +7,9 @@ ReLU; random data, SGD) whose grouped 1x1 convolutions compute their groups one 
   - einsum: one ``tf.einsum("pgc,gcd->pgd")`` over all groups,
   - sliceconv: split, one 1x1 ``tf.nn.conv2d`` per group, concatenate,
   - dense: a plain 1x1 convolution of g times the MACs, no shuffle (a reference, not the function),
+  - groupmajor, blocklist: prototypes of a state kept in g channel blocks across the units
+    (block_state.py), as one (g, pixels, C/g) tensor with unfused BatchNorms, or as a list of g
+    blocks with fused ones (training only, a measure of the design, not the function's weights),
 
 and prints the median time per step of interleaved rounds with ratios to the first variant.
 ``--cpu-time`` times this process's CPU seconds instead of wall time (for a busy machine).
@@ -18,6 +21,8 @@ and prints the median time per step of interleaved rounds with ratios to the fir
 import argparse
 import statistics
 import time
+
+from block_state import fused_bn_rows
 
 from mobilecls._tf import keras, tf
 from mobilecls.models.layers import GroupedPointwiseConvBN, channel_shuffle, conv_bn, depthwise_bn, layers
@@ -40,13 +45,82 @@ class _SliceConv(GroupedPointwiseConvBN):
                           for group, part in enumerate(tf.split(inputs, self.groups, axis=-1))], -1)
 
 
-VARIANTS = {"slices": GroupedPointwiseConvBN, "einsum": _Einsum, "sliceconv": _SliceConv, "dense": None}
+def _batch_norm(x, gamma, beta, axes):
+    mean, variance = tf.nn.moments(x, axes, keepdims=True)
+    return tf.nn.batch_normalization(x, mean, variance, beta, gamma, 1e-3)
+
+
+class _GroupMajorUnits(layers.Layer):
+    """A prototype of the block-state unit: a stack of stride-1 units whose state is kept group
+    major, (g, pixels, C/g), so that each group's products read and write whole blocks; only
+    the narrow bottleneck is transposed (which is the shuffle) and back. Training only."""
+
+    def __init__(self, groups, units, **kwargs):
+        super().__init__(**kwargs)
+        self.groups, self.units = groups, units
+
+    def build(self, input_shape):
+        channels, groups = int(input_shape[-1]), self.groups
+        wide, narrow = channels // groups, channels // 4 // groups
+        self.params = []
+        for unit in range(self.units):
+            def weight(name, shape, init, unit=unit):
+                return self.add_weight(f"u{unit}_{name}", shape, initializer=init)
+            self.params.append({
+                "k1": weight("k1", (groups, wide, narrow), "glorot_uniform"),
+                "g1": weight("g1", (groups, 1, narrow), "ones"), "b1": weight("b1", (groups, 1, narrow), "zeros"),
+                "dw": weight("dw", (3, 3, channels // 4, 1), "glorot_uniform"),
+                "gd": weight("gd", (channels // 4,), "ones"), "bd": weight("bd", (channels // 4,), "zeros"),
+                "k2": weight("k2", (groups, narrow, wide), "glorot_uniform"),
+                "g2": weight("g2", (groups, 1, wide), "ones"), "b2": weight("b2", (groups, 1, wide), "zeros")})
+
+    def call(self, inputs):
+        groups = self.groups
+        batch, height, width, channels = tf.unstack(tf.shape(inputs))
+        pixels = batch * height * width
+        state = tf.transpose(tf.reshape(inputs, (pixels, groups, -1)), (1, 0, 2))
+        for p in self.params:
+            y = tf.nn.relu(_batch_norm(tf.matmul(state, p["k1"]), p["g1"], p["b1"], [1]))
+            # (g, P, m/g) -> (P, m/g, g): channel k of group j lands at k * g + j, the shuffle
+            y = tf.reshape(tf.transpose(y, (1, 2, 0)), (batch, height, width, -1))
+            y = tf.nn.depthwise_conv2d(y, p["dw"], (1, 1, 1, 1), "SAME")
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(y, p["gd"], p["bd"], epsilon=1e-3, is_training=True)
+            y = tf.transpose(tf.reshape(y, (pixels, groups, -1)), (1, 0, 2))
+            y = _batch_norm(tf.matmul(y, p["k2"]), p["g2"], p["b2"], [1])
+            state = tf.nn.relu(state + y)
+        return tf.reshape(tf.transpose(state, (1, 0, 2)), tf.shape(inputs))
+
+
+class _BlockListUnits(_GroupMajorUnits):
+    """The state as a list of g blocks (pixels, C/g): per-block products and fused BatchNorms."""
+
+    def call(self, inputs):
+        groups = self.groups
+        batch, height, width, channels = tf.unstack(tf.shape(inputs))
+        state = tf.split(tf.reshape(inputs, (batch * height * width, -1)), groups, axis=-1)
+        for p in self.params:
+            y = [tf.nn.relu(fused_bn_rows(tf.matmul(block, p["k1"][j]), p["g1"][j, 0], p["b1"][j, 0]))
+                 for j, block in enumerate(state)]
+            y = tf.reshape(tf.stack(y, axis=-1), (batch, height, width, -1))  # the shuffle
+            y = tf.nn.depthwise_conv2d(y, p["dw"], (1, 1, 1, 1), "SAME")
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(y, p["gd"], p["bd"], epsilon=1e-3, is_training=True)
+            y = tf.split(tf.reshape(y, (batch * height * width, -1)), groups, axis=-1)
+            state = [tf.nn.relu(block + fused_bn_rows(tf.matmul(part, p["k2"][j]), p["g2"][j, 0], p["b2"][j, 0]))
+                     for j, (block, part) in enumerate(zip(state, y, strict=True))]
+        return tf.reshape(tf.concat(state, -1), tf.shape(inputs))
+
+
+VARIANTS = {"slices": GroupedPointwiseConvBN, "einsum": _Einsum, "sliceconv": _SliceConv, "dense": None,
+            "groupmajor": _GroupMajorUnits, "blocklist": _BlockListUnits}
 
 
 def build(variant, groups, size, units):
     channels = STAGE_CHANNELS[groups][0]
     x = inputs = keras.Input((size, size, channels))
     layer = VARIANTS[variant]
+    if layer in (_GroupMajorUnits, _BlockListUnits):
+        x = layer(groups, units, name="units")(x)
+        units = 0
     for unit in range(units):
         name = f"unit_{unit}"
         if layer is None:
