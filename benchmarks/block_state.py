@@ -19,12 +19,12 @@ import argparse
 import statistics
 import time
 
+from train_throughput import BATCH, timed_rate
+
 from mobilecls._tf import keras, tf
 from mobilecls.models import build_model
 from mobilecls.models.layers import classifier_head, conv_bn, layers, model_input
 from mobilecls.models.shufflenet_v1 import REPEATS, stage_channels, stem_channels
-
-BATCH = 128
 
 
 def fused_bn_rows(x, gamma, beta):
@@ -35,7 +35,7 @@ def fused_bn_rows(x, gamma, beta):
     return tf.reshape(y, shape)
 
 
-def _train_bn(x, gamma, beta):
+def train_bn(x, gamma, beta):
     y, _, _ = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, epsilon=1e-3, is_training=True)
     return y
 
@@ -82,9 +82,9 @@ class BlockStateStage(layers.Layer):
             products = [tf.matmul(block, unit["kernel1"][group]) for group, block in enumerate(blocks)]
             y = tf.stack(products, -1) if len(products) > 1 else products[0]  # (pixels, m/g, g): shuffled
             y = tf.reshape(y, (batch, height, width, -1))
-            y = tf.nn.relu(_train_bn(y, unit["gamma1"], unit["beta1"]))
+            y = tf.nn.relu(train_bn(y, unit["gamma1"], unit["beta1"]))
             y = tf.nn.depthwise_conv2d(y, unit["depthwise"], (1, stride, stride, 1), "SAME")
-            y = _train_bn(y, unit["gamma_dw"], unit["beta_dw"])
+            y = train_bn(y, unit["gamma_dw"], unit["beta_dw"])
             parts = tf.split(tf.reshape(y, (-1, y.shape[-1])), groups, -1)
             branch = [fused_bn_rows(tf.matmul(part, unit["kernel2"][group]), unit["gamma2"][group],
                                     unit["beta2"][group]) for group, part in enumerate(parts)]
@@ -126,9 +126,7 @@ def main():
     rates = {name: [] for name in models}
     for _ in range(args.rounds):
         for name, model in models.items():
-            start = time.process_time()
-            model.fit(dataset, steps_per_epoch=args.steps, epochs=1, verbose=0)
-            rates[name].append(args.steps * BATCH / (time.process_time() - start))
+            rates[name].append(timed_rate(model, dataset, args.steps, BATCH, time.process_time))
     first = statistics.median(rates["shufflenet_v2 1.0x"])
     print(f"{'model (32x32, batch 128, float32)':<32} {'images/CPU-s':>12} {'ratio':>6}  (rounds)")
     for name, values in rates.items():

@@ -22,7 +22,7 @@ import argparse
 import statistics
 import time
 
-from block_state import fused_bn_rows
+from block_state import fused_bn_rows, train_bn
 
 from mobilecls._tf import keras, tf
 from mobilecls.models.layers import GroupedPointwiseConvBN, channel_shuffle, conv_bn, depthwise_bn, layers
@@ -84,7 +84,7 @@ class _GroupMajorUnits(layers.Layer):
             # (g, P, m/g) -> (P, m/g, g): channel k of group j lands at k * g + j, the shuffle
             y = tf.reshape(tf.transpose(y, (1, 2, 0)), (batch, height, width, -1))
             y = tf.nn.depthwise_conv2d(y, p["dw"], (1, 1, 1, 1), "SAME")
-            y, _, _ = tf.compat.v1.nn.fused_batch_norm(y, p["gd"], p["bd"], epsilon=1e-3, is_training=True)
+            y = train_bn(y, p["gd"], p["bd"])
             y = tf.transpose(tf.reshape(y, (pixels, groups, -1)), (1, 0, 2))
             y = _batch_norm(tf.matmul(y, p["k2"]), p["g2"], p["b2"], [1])
             state = tf.nn.relu(state + y)
@@ -103,7 +103,7 @@ class _BlockListUnits(_GroupMajorUnits):
                  for j, block in enumerate(state)]
             y = tf.reshape(tf.stack(y, axis=-1), (batch, height, width, -1))  # the shuffle
             y = tf.nn.depthwise_conv2d(y, p["dw"], (1, 1, 1, 1), "SAME")
-            y, _, _ = tf.compat.v1.nn.fused_batch_norm(y, p["gd"], p["bd"], epsilon=1e-3, is_training=True)
+            y = train_bn(y, p["gd"], p["bd"])
             y = tf.split(tf.reshape(y, (batch * height * width, -1)), groups, axis=-1)
             state = [tf.nn.relu(block + fused_bn_rows(tf.matmul(part, p["k2"][j]), p["g2"][j, 0], p["b2"][j, 0]))
                      for j, (block, part) in enumerate(zip(state, y, strict=True))]
