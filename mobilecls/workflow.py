@@ -72,7 +72,8 @@ def run_pipeline(recipe, out, quiet=False, bench_threads=(1, 2), bench_runs=30):
     if not _done(os.path.join(qat_dir, "report.json")):
         _log(quiet, "quantization-aware training")
         qat_run(source, data, qat_dir, epochs=recipe.optimize.qat_epochs, lr=recipe.optimize.qat_lr,
-                data_dir=data_dir, quiet=quiet, val_fraction=val_fraction)
+                data_dir=data_dir, quiet=quiet, val_fraction=val_fraction,
+                calibration_steps=recipe.optimize.calibration_steps)
     qat_model = next(os.path.join(qat_dir, name) for name in ("model.h5", "model.keras")
                      if os.path.isfile(os.path.join(qat_dir, name)))
 

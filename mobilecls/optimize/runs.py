@@ -140,14 +140,18 @@ def sparse_inference_speedup(model, folder, runs=100):
             "densify_ops": inspect_tflite(sparse).ops.count("DENSIFY")}
 
 
-def qat_run(model_path, data, out, epochs=1, lr=1e-4, batch_size=128, data_dir=None, quiet=True, val_fraction=0.1):
+def qat_run(model_path, data, out, epochs=1, lr=1e-4, batch_size=128, data_dir=None, quiet=True, val_fraction=0.1,
+            calibration_steps=256):
     """Quantization-aware fine-tuning of a .keras model into ``out`` (model.h5 is the QAT model).
 
-    A pruned model (>= 30 % zero weights) uses tfmot's sparsity-preserving scheme.
+    A pruned model (>= 30 % zero weights) uses tfmot's sparsity-preserving scheme. The activation
+    ranges start from the float model's on ``calibration_steps`` training images, as int8 PTQ's
+    (``optimize.qat.calibrated_ranges``).
 
     Returns:
         The report dict (val accuracy of the float model and of the QAT model, sparsity kept).
     """
+    from mobilecls.export.quantize import calibration_images
     from mobilecls.optimize.prune import overall_sparsity
     from mobilecls.optimize.qat import PRUNED_THRESHOLD, qat
 
@@ -155,7 +159,7 @@ def qat_run(model_path, data, out, epochs=1, lr=1e-4, batch_size=128, data_dir=N
     model, dataset = _load(model_path, data, data_dir, val_fraction)
     before = fine_tune(model, dataset, 0, lr, batch_size)
     sparsity = overall_sparsity(model)
-    quantized = qat(model)
+    quantized = qat(model, calibration=calibration_images(dataset, calibration_steps))
     after = fine_tune(quantized, dataset, epochs, lr, batch_size, quiet=quiet)
     report = {"source": model_path, "epochs": epochs, "val_accuracy_float": before, "val_accuracy_qat": after,
               "sparsity_preserving": sparsity >= PRUNED_THRESHOLD, "sparsity_before": sparsity}
