@@ -146,21 +146,22 @@ def qat_run(model_path, data, out, epochs=1, lr=1e-4, batch_size=128, data_dir=N
 
     A pruned model (>= 30 % zero weights) uses tfmot's sparsity-preserving scheme. The activation
     ranges start from the float model's on ``calibration_steps`` training images, as int8 PTQ's
-    (``optimize.qat.calibrated_ranges``).
+    (``optimize.qat.calibrated_ranges``); BatchNorm statistics stay frozen while it trains.
 
     Returns:
         The report dict (val accuracy of the float model and of the QAT model, sparsity kept).
     """
     from mobilecls.export.quantize import calibration_images
     from mobilecls.optimize.prune import overall_sparsity
-    from mobilecls.optimize.qat import PRUNED_THRESHOLD, qat
+    from mobilecls.optimize.qat import PRUNED_THRESHOLD, frozen_batchnorm, qat
 
     _output_folder(out)
     model, dataset = _load(model_path, data, data_dir, val_fraction)
     before = fine_tune(model, dataset, 0, lr, batch_size)
     sparsity = overall_sparsity(model)
     quantized = qat(model, calibration=calibration_images(dataset, calibration_steps))
-    after = fine_tune(quantized, dataset, epochs, lr, batch_size, quiet=quiet)
+    with frozen_batchnorm(quantized):
+        after = fine_tune(quantized, dataset, epochs, lr, batch_size, quiet=quiet)
     report = {"source": model_path, "epochs": epochs, "val_accuracy_float": before, "val_accuracy_qat": after,
               "sparsity_preserving": sparsity >= PRUNED_THRESHOLD, "sparsity_before": sparsity}
     with staging_folder(out) as staging:
