@@ -59,8 +59,9 @@ def calibrated_ranges(quantized, model, images, batch_size=32):
     Why: tfmot starts every activation range at [-6, 6] and moves it by an exponential average with
     decay 0.999 per training step, so one QAT epoch of 351 steps leaves 70 % of the start in it.
     A ReLU model whose activations reach 40 (ShuffleNetV1 on CIFAR-10) is then clipped through
-    QAT and loses accuracy (3.5 points); the converter takes these ranges. Starting from the float
-    model's measured ranges, as post-training calibration does, removes that.
+    QAT (the converter takes these ranges). Starting from the float model's measured ranges, as
+    post-training calibration does, removes that (with ``frozen_batchnorm``, the two causes of the
+    3.5 points ShuffleNetV1's QAT lost, docs/results.md).
     """
     variables = {}
     for layer in quantized.layers:
