@@ -119,8 +119,8 @@ def frozen_batchnorm(quantized):
     model's moving statistics back gave 85.5 %: the statistics re-estimated through the
     fake-quantized graph hurt (the same 30 steps on the float model: 85.9 %).
     """
-    batchnorms = [sub for layer in quantized.layers for sub in getattr(layer, "layer", layer)._flatten_layers()
-                  if isinstance(sub, keras.layers.BatchNormalization) and sub.trainable]
+    batchnorms = [layer for layer in quantized._flatten_layers()  # every layer, wrapped and nested too
+                  if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
     for layer in batchnorms:
         layer.trainable = False
     try:
