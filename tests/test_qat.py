@@ -18,12 +18,20 @@ def model_and_images():
     return model, images
 
 
-def test_every_range_starts_at_what_the_float_tensor_spans_on_the_calibration_images(model_and_images):
-    from mobilecls._tf import keras
+@pytest.fixture(scope="module")
+def calibrated(model_and_images):
+    """The QAT model calibrated on the images (read only: tests must not train it)."""
     from mobilecls.optimize.qat import qat
 
     model, images = model_and_images
-    quantized = qat(model, calibration=images)
+    return qat(model, calibration=images)
+
+
+def test_every_range_starts_at_what_the_float_tensor_spans_on_the_calibration_images(model_and_images, calibrated):
+    from mobilecls._tf import keras
+
+    model, images = model_and_images
+    quantized = calibrated
     expected = {}
     for layer in quantized.layers:
         ranges = {match.group(3): float(np.ravel(variable.numpy())[0]) for variable in layer.weights
@@ -40,34 +48,49 @@ def test_every_range_starts_at_what_the_float_tensor_spans_on_the_calibration_im
     assert wide > 6  # the case tfmot's start of [-6, 6] clips
 
 
-def test_a_calibrated_qat_model_computes_what_the_float_model_does_before_any_training(model_and_images):
+def test_a_calibrated_qat_model_computes_what_the_float_model_does_before_any_training(model_and_images, calibrated):
     from mobilecls.optimize.qat import qat
 
     model, images = model_and_images
     expected = model.predict(images, verbose=0)
     spread = expected.max() - expected.min()
-    calibrated = np.abs(qat(model, calibration=images).predict(images, verbose=0) - expected).max() / spread
+    calibrated_error = np.abs(calibrated.predict(images, verbose=0) - expected).max() / spread
     # tfmot's start: weights and activations in [-6, 6] until training moves them (pixels clipped at 6)
-    uncalibrated = np.abs(qat(model).predict(images, verbose=0) - expected).max() / spread
-    assert calibrated < 0.05 and uncalibrated > 0.3, (calibrated, uncalibrated)
+    uncalibrated_error = np.abs(qat(model).predict(images, verbose=0) - expected).max() / spread
+    assert calibrated_error < 0.05 and uncalibrated_error > 0.3, (calibrated_error, uncalibrated_error)
+
+
+def _model_with_every_kind_of_batchnorm():
+    """A few layers with the BatchNorms ShuffleNetV1 has: after a convolution (folded by tfmot),
+    after a depthwise convolution, and inside GroupedPointwiseConvBN."""
+    from mobilecls._tf import keras
+    from mobilecls.models.layers import GroupedPointwiseConvBN
+
+    layers = keras.layers
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(12, 3, padding="same", use_bias=False)(inputs)))
+    x = layers.BatchNormalization()(layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x))
+    x = GroupedPointwiseConvBN(12, 3, activation="relu", name="gconv")(x)
+    return keras.Model(inputs, layers.Dense(10, activation="softmax")(layers.GlobalAveragePooling2D()(x)))
 
 
 @pytest.mark.parametrize("freeze", [True, False])
-def test_frozen_batchnorm_keeps_every_statistic_through_training_and_unfrozen_does_not(model_and_images, freeze):
+def test_frozen_batchnorm_keeps_every_statistic_through_training_and_unfrozen_does_not(freeze):
     import contextlib
 
     from mobilecls._tf import keras
     from mobilecls.optimize.qat import frozen_batchnorm, qat
 
-    model, images = model_and_images
-    quantized = qat(model, calibration=images)
+    images = np.random.default_rng(1).uniform(0, 255, (16, 8, 8, 3)).astype("float32")
+    quantized = qat(_model_with_every_kind_of_batchnorm(), calibration=images)
     moving = [w for w in quantized.weights if "moving_" in w.name]
-    assert any("gconv" in w.name for w in moving)  # the BatchNorm inside GroupedPointwiseConvBN too
+    assert len(moving) == 6 and any("gconv" in w.name for w in moving)  # three BatchNorms' mean and variance
     trainable = len(quantized.trainable_weights)
     before = [w.numpy() for w in moving]
     with frozen_batchnorm(quantized) if freeze else contextlib.nullcontext():
         quantized.compile(optimizer=keras.optimizers.SGD(0.0), loss="categorical_crossentropy")
-        quantized.fit(images[:16], np.eye(10)[np.arange(16) % 10], batch_size=16, epochs=1, verbose=0)
+        quantized.fit(images, np.eye(10)[np.arange(16) % 10], batch_size=16, epochs=1, verbose=0)
     changed = [not np.array_equal(a, w.numpy()) for a, w in zip(before, moving, strict=True)]
     assert not any(changed) if freeze else all(changed)
     assert len(quantized.trainable_weights) == trainable  # as before, so the model saves to .h5
