@@ -12,7 +12,10 @@ Trains, in interleaved rounds, ShuffleNetV2 1.0x, and for each group count the c
 ShuffleNetV1 (models/shufflenet_v1.py) and the prototype, and prints images per CPU-second of this
 process (a fit can run beside it) with ratios to ShuffleNetV2 1.0x.
 
-    python benchmarks/block_state.py [--groups 3,8] [--steps 3] [--rounds 3]
+    python benchmarks/block_state.py [--groups 3,8] [--steps 3] [--rounds 3] [--xla]
+
+With ``--xla`` every model is also trained compiled by XLA (``compile(jit_compile=True)``), which
+could fuse the BatchNorms, adds and ReLUs that the wide tensors pass through.
 """
 
 import argparse
@@ -111,18 +114,25 @@ def main():
     parser.add_argument("--groups", default="3,8")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--xla", action="store_true", help="also each model compiled by XLA")
     args = parser.parse_args()
-    models = {"shufflenet_v2 1.0x": build_model("shufflenet_v2", width=1.0, input_size=32, num_classes=10)}
+    makers = {"shufflenet_v2 1.0x": lambda: build_model("shufflenet_v2", width=1.0, input_size=32, num_classes=10)}
     for groups in map(int, args.groups.split(",")):
-        models[f"shufflenet_v1 g={groups}"] = build_model("shufflenet_v1", groups=groups, input_size=32,
-                                                          num_classes=10)
-        models[f"block-state prototype g={groups}"] = block_state_model(groups)
+        makers[f"shufflenet_v1 g={groups}"] = lambda groups=groups: build_model(
+            "shufflenet_v1", groups=groups, input_size=32, num_classes=10)
+        makers[f"block-state prototype g={groups}"] = lambda groups=groups: block_state_model(groups)
+    models = {}
+    for name, make in makers.items():
+        for xla in (False, True) if args.xla else (False,):
+            models[f"{name}, XLA" if xla else name] = (make(), xla)
     images = tf.random.uniform((BATCH, 32, 32, 3), 0, 255)
     labels = tf.one_hot(tf.random.uniform((BATCH,), 0, 10, tf.int32), 10)
     dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
-    for model in models.values():
-        model.compile(keras.optimizers.SGD(0.05, momentum=0.9), keras.losses.CategoricalCrossentropy(from_logits=True))
-        model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)  # tracing, allocation
+    for name, (model, xla) in models.items():
+        model.compile(keras.optimizers.SGD(0.05, momentum=0.9), keras.losses.CategoricalCrossentropy(from_logits=True),
+                      jit_compile=xla)
+        model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)  # tracing, allocation (XLA: compiling)
+        models[name] = model
     rates = {name: [] for name in models}
     for _ in range(args.rounds):
         for name, model in models.items():
