@@ -149,7 +149,8 @@ def test_study_file_names_the_recipes_builds_and_only_missing_runs():
         assert members[member]["build"] == build
         assert [run["seed"] for run in members[member]["runs"]] == [0, 1]
     # the keys are valid: what stops it before the runs exist is the first missing file
-    with pytest.raises(FileNotFoundError, match=r"members.shufflenet_v1_noshuffle.runs\[1\].float not found: .*sv1_noshuffle_s1"):
+    missing = r"members.shufflenet_v1_noshuffle.runs\[1\].float not found: .*sv1_noshuffle_s1"
+    with pytest.raises(FileNotFoundError, match=missing):
         study.load_study(path)
     # what is made loads: Table I's two members, two seeds each; Table II's runs not made yet are left out
     made = study.load_study(path, partial=True)
