@@ -121,18 +121,17 @@ def main():
         makers[f"shufflenet_v1 g={groups}"] = lambda groups=groups: build_model(
             "shufflenet_v1", groups=groups, input_size=32, num_classes=10)
         makers[f"block-state prototype g={groups}"] = lambda groups=groups: block_state_model(groups)
-    models = {}
-    for name, make in makers.items():
-        for xla in (False, True) if args.xla else (False,):
-            models[f"{name}, XLA" if xla else name] = (make(), xla)
+    variants = {f"{name}, XLA" if xla else name: (make, xla)
+                for name, make in makers.items() for xla in ((False, True) if args.xla else (False,))}
     images = tf.random.uniform((BATCH, 32, 32, 3), 0, 255)
     labels = tf.one_hot(tf.random.uniform((BATCH,), 0, 10, tf.int32), 10)
     dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
-    for name, (model, xla) in models.items():
-        model.compile(keras.optimizers.SGD(0.05, momentum=0.9), keras.losses.CategoricalCrossentropy(from_logits=True),
-                      jit_compile=xla)
-        model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)  # tracing, allocation (XLA: compiling)
-        models[name] = model
+    models = {}
+    for name, (make, xla) in variants.items():
+        models[name] = make()
+        models[name].compile(keras.optimizers.SGD(0.05, momentum=0.9),
+                             keras.losses.CategoricalCrossentropy(from_logits=True), jit_compile=xla)
+        models[name].fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)  # tracing, allocation (XLA: compiling)
     rates = {name: [] for name in models}
     for _ in range(args.rounds):
         for name, model in models.items():

@@ -31,9 +31,8 @@ def test_every_range_starts_at_what_the_float_tensor_spans_on_the_calibration_im
     from mobilecls._tf import keras
 
     model, images = model_and_images
-    quantized = calibrated
     expected = {}
-    for layer in quantized.layers:
+    for layer in calibrated.layers:
         ranges = {match.group(3): float(np.ravel(variable.numpy())[0]) for variable in layer.weights
                   if (match := re.search(r"/(output|post_activation|quantize_layer(_\d+)?)_(min|max):0$",
                                          variable.name))}
@@ -44,7 +43,7 @@ def test_every_range_starts_at_what_the_float_tensor_spans_on_the_calibration_im
         assert ranges == pytest.approx({"min": min(0.0, tensor.min()), "max": max(0.0, tensor.max())}, rel=1e-5), name
     checked = len(expected)
     assert checked > 40  # the input, every unit's ReLU, grouped convolutions, depthwise BatchNorms, ...
-    wide = max(float(np.ravel(v.numpy())[0]) for v in quantized.weights if v.name.endswith("output_max:0"))
+    wide = max(float(np.ravel(v.numpy())[0]) for v in calibrated.weights if v.name.endswith("output_max:0"))
     assert wide > 6  # the case tfmot's start of [-6, 6] clips
 
 
