@@ -74,6 +74,20 @@ def _model_with_every_kind_of_batchnorm():
     return keras.Model(inputs, layers.Dense(10, activation="softmax")(layers.GlobalAveragePooling2D()(x)))
 
 
+def test_a_second_qat_in_the_process_calibrates_its_input_range_too():
+    """tfmot names the input QuantizeLayer quantize_layer_N after the first one in a process."""
+    from mobilecls.optimize.qat import qat
+
+    images = np.random.default_rng(2).uniform(0, 255, (16, 8, 8, 3)).astype("float32")
+    model = _model_with_every_kind_of_batchnorm()
+    for _ in range(2):
+        quantized = qat(model, calibration=images)
+        input_range = {v.name.rsplit("_", 1)[-1]: float(v.numpy()) for v in quantized.layers[1].weights
+                       if re.search(r"quantize_layer(_\d+)?_(min|max):0$", v.name)}
+        assert input_range == pytest.approx({"min:0": 0.0, "max:0": float(images.max())}, rel=1e-6)
+    assert quantized.layers[1].name != "quantize_layer"  # the case: a suffixed name
+
+
 @pytest.mark.parametrize("freeze", [True, False])
 def test_frozen_batchnorm_keeps_every_statistic_through_training_and_unfrozen_does_not(freeze):
     import contextlib

@@ -128,4 +128,3 @@ def frozen_batchnorm(quantized):
     finally:
         for layer in batchnorms:
             layer.trainable = True
-
