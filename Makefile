@@ -16,6 +16,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/python -m mobilecls.models.grouped_kernel  # compiles ShuffleNetV1's grouped 1x1 training op (g++)
 	touch $(STAMP)
 
 $(MEDIAPIPE_VENV)/.installed: tests/clients/requirements-mediapipe.txt

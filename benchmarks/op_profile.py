@@ -9,7 +9,7 @@ in-memory data, batch 128), records ``--steps`` more with ``tf.profiler``, and p
 
     python benchmarks/op_profile.py shufflenet_v2:1.0 shufflenet_v1:1.0:groups=8 [--steps 5] [--top 12]
 
-A model is NAME:WIDTH[:KEY=VALUE...] as in train_throughput.py. Run it on an idle machine: the
+A model is NAME:WIDTH[:KEY=VALUE...] as in train_throughput.py (kernel=split too). Run it on an idle machine: the
 shares are robust to load, the wall times are not.
 """
 
@@ -22,7 +22,7 @@ import tempfile
 import time
 
 import numpy as np
-from train_throughput import parse_spec
+from train_throughput import parse_spec, products
 
 from mobilecls._tf import keras, tf
 from mobilecls.models import build_model
@@ -71,9 +71,10 @@ def op_events(logdir):
 
 def profile(spec, steps, batch, size):
     name, keywords = parse_spec(spec)
-    step = training_step(build_model(name, input_size=size, num_classes=10, **keywords), batch, size)
-    for _ in range(3):
-        step().numpy()
+    with products(keywords)():  # the graph is traced on the first step
+        step = training_step(build_model(name, input_size=size, num_classes=10, **keywords), batch, size)
+        for _ in range(3):
+            step().numpy()
     logdir = tempfile.mkdtemp(prefix="op_profile_")
     tf.profiler.experimental.start(logdir)
     started = time.perf_counter()

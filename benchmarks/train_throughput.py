@@ -10,7 +10,9 @@ and the ratios. Each training figure is the median of timed epochs after a warm-
 With ``--side-by-side``, it instead trains the listed models (float32, mobilecls pipeline) in
 interleaved rounds, so that drift of the machine hits all of them, and prints each one's
 images/s and its ratio to the first model. A model is NAME:WIDTH[:KEY=VALUE...], the keys being
-build keywords (e.g. shufflenet_v1:1.0:groups=8, shufflenet_v1:1.0:grouped_conv=true). With
+build keywords (e.g. shufflenet_v1:1.0:groups=8, shufflenet_v1:1.0:grouped_conv=true), or
+kernel=split: train the grouped 1x1 convolutions with TensorFlow's split/matmul/concat ops instead
+of the compiled op (mobilecls.models.grouped_kernel), the layer's fallback. With
 ``--cpu-time`` as well, the rates are images per CPU-second of this process (on a machine that
 other jobs keep busy, wall time mostly measures the wait for a core).
 
@@ -20,6 +22,7 @@ other jobs keep busy, wall time mostly measures the wait for a core).
 """
 
 import argparse
+import contextlib
 import statistics
 import time
 
@@ -28,7 +31,7 @@ import yaml
 
 from mobilecls._tf import keras, tf
 from mobilecls.data.pipeline import training_batches
-from mobilecls.models import build_model
+from mobilecls.models import build_model, grouped_kernel
 from mobilecls.recipes import AugmentSection
 
 BATCH = 128
@@ -72,6 +75,14 @@ def parse_spec(spec):
     return name, keywords
 
 
+def products(keywords):
+    """Pops ``kernel`` (op or split) from a spec's keywords: the context its training runs in."""
+    kernel = keywords.pop("kernel", "op")
+    if kernel not in ("op", "split"):
+        raise SystemExit(f"kernel must be op or split, got {kernel!r}")
+    return grouped_kernel.split_products if kernel == "split" else contextlib.nullcontext
+
+
 def compiled_model(name, keywords, dataset, input_size=32):
     """A model ready to train, warmed up (tracing and allocation) on a few steps."""
     model = build_model(name, input_size=input_size, num_classes=10, **keywords)
@@ -106,11 +117,17 @@ def side_by_side(specs, steps, rounds, input_size, batch, cpu_time=False):
     clock = time.process_time if cpu_time else time.perf_counter
     images, labels = data(count=batch * 8, size=input_size)
     dataset = training_batches(images, labels, batch, AugmentSection(crop_padding=4, flip=True), 10)
-    models = {spec: compiled_model(*parse_spec(spec), dataset, input_size) for spec in specs}
+    models, contexts = {}, {}
+    for spec in specs:
+        name, keywords = parse_spec(spec)
+        contexts[spec] = products(keywords)
+        with contexts[spec]():
+            models[spec] = compiled_model(name, keywords, dataset, input_size)
     rates = {spec: [] for spec in specs}
     for _ in range(rounds):
         for spec, model in models.items():
-            rates[spec].append(timed_rate(model, dataset, steps, batch, clock))
+            with contexts[spec]():
+                rates[spec].append(timed_rate(model, dataset, steps, batch, clock))
     medians = {spec: statistics.median(values) for spec, values in rates.items()}
     first = medians[specs[0]]
     header = f"model (float32, {input_size}x{input_size}, batch {batch})"

@@ -9,6 +9,7 @@ prune_low_magnitude accept the whole model as it is.
 import contextlib
 
 from mobilecls._tf import keras, tf
+from mobilecls.models import grouped_kernel
 
 layers = keras.layers
 
@@ -177,12 +178,20 @@ class GroupedPointwiseConvBN(layers.Layer):
         super().build(input_shape)
 
     def _group_products(self, inputs):
-        """Each group as a matrix product over the pixels: split, g products, concatenate."""
-        outputs = self.filters // self.groups
+        """Each group as a matrix product over the pixels.
+
+        With the compiled op (``grouped_kernel``) each group's channel block is read and written
+        in place; without it (or for other dtypes than float32), TensorFlow's ops split the
+        input, run g products and concatenate them.
+        """
         kernel = self.kernel[0, 0]
-        pixels = tf.split(tf.reshape(inputs, (-1, inputs.shape[-1])), self.groups, axis=-1)
-        result = tf.concat([tf.matmul(part, kernel[:, group * outputs:(group + 1) * outputs])
-                            for group, part in enumerate(pixels)], -1)
+        pixels = tf.reshape(inputs, (-1, inputs.shape[-1]))
+        if inputs.dtype == tf.float32 and grouped_kernel.library() is not None:
+            result = grouped_kernel.grouped_matmul(pixels, kernel, self.groups)
+        else:
+            outputs = self.filters // self.groups
+            result = tf.concat([tf.matmul(part, kernel[:, group * outputs:(group + 1) * outputs])
+                                for group, part in enumerate(tf.split(pixels, self.groups, axis=-1))], -1)
         return tf.reshape(result, tf.concat([tf.shape(inputs)[:-1], [self.filters]], 0))
 
     def call(self, inputs, training=None):

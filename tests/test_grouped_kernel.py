@@ -1,0 +1,123 @@
+"""The compiled grouped 1x1 convolution op: the same values and gradients as TensorFlow's ops."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mobilecls._tf import tf
+from mobilecls.models import build_model, grouped_kernel
+
+
+def split_reference(x, kernel, groups):
+    """The textbook grouped 1x1 convolution from TensorFlow ops (slices, products, concat)."""
+    outputs = kernel.shape[1] // groups
+    return tf.concat([tf.matmul(part, kernel[:, g * outputs:(g + 1) * outputs])
+                      for g, part in enumerate(tf.split(x, groups, axis=-1))], -1)
+
+
+@pytest.fixture(scope="module")
+def library():
+    found = grouped_kernel.library()
+    assert found is not None, "the op library must build on the test machine (g++ is required)"
+    return found
+
+
+# (groups, Cin, Cout, pixels): ShuffleNetV1's shapes (g=3 stage 2: 240 -> 60 -> 240; g=8: 384 -> 96
+# -> 384), both paths of the op (inner dimension below and above 16), odd and tiny pixel counts.
+SHAPES = [(3, 240, 60, 1000), (3, 60, 240, 513), (8, 384, 96, 777), (8, 96, 384, 300),
+          (1, 24, 30, 33), (2, 4, 6, 1), (4, 64, 8, 0)]
+
+
+@pytest.mark.parametrize("groups,cin,cout,pixels", SHAPES)
+def test_values_and_gradients_equal_the_split_ops(library, groups, cin, cout, pixels):
+    rng = np.random.default_rng(groups * 1000 + cin)
+    x = tf.constant(rng.standard_normal((pixels, cin)), tf.float32)
+    kernel = tf.constant(rng.standard_normal((cin // groups, cout)), tf.float32)
+    weights = tf.constant(rng.standard_normal((pixels, cout)), tf.float32)  # a loss that weighs every output
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, kernel])
+        ours = grouped_kernel.grouped_matmul(x, kernel, groups)
+        reference = split_reference(x, kernel, groups)
+        loss_ours, loss_reference = tf.reduce_sum(ours * weights), tf.reduce_sum(reference * weights)
+    assert ours.shape == (pixels, cout)
+    np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-4)
+    for ours_grad, reference_grad in zip(tape.gradient(loss_ours, [x, kernel]),
+                                         tape.gradient(loss_reference, [x, kernel]), strict=True):
+        assert ours_grad.shape == reference_grad.shape
+        np.testing.assert_allclose(ours_grad, reference_grad, rtol=1e-4, atol=1e-3)
+
+
+def test_each_group_reads_only_its_own_channels(library):
+    """Group 1's outputs depend on input block 1 alone: a hand-made case, not a comparison."""
+    x = np.zeros((2, 6), np.float32)
+    x[:, 2:4] = [[1, 2], [3, 4]]  # only the second of three blocks is non-zero
+    kernel = np.arange(12, dtype=np.float32).reshape(2, 6)  # (Cin / g = 2, Cout = 6)
+    y = grouped_kernel.grouped_matmul(tf.constant(x), tf.constant(kernel), 3).numpy()
+    expected = np.zeros((2, 6), np.float32)
+    expected[:, 2:4] = x[:, 2:4] @ kernel[:, 2:4]
+    np.testing.assert_array_equal(y, expected)
+
+
+def test_bad_shapes_are_refused_with_what_was_expected(library):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="not divisible by 3 groups"):
+        library.mobilecls_grouped_matmul(tf.zeros((4, 6)), tf.zeros((2, 7)), groups=3)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="input has 5 channels, the kernel expects 6"):
+        library.mobilecls_grouped_matmul(tf.zeros((4, 5)), tf.zeros((2, 6)), groups=3)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="rank|matrix"):
+        library.mobilecls_grouped_matmul(tf.zeros((4, 2, 6)), tf.zeros((2, 6)), groups=3)
+
+
+def test_shufflenet_v1_trains_the_same_with_and_without_the_op(library):
+    """One training step's loss and gradients of a ShuffleNetV1 g=3 with the op and with the split ops."""
+    model = build_model("shufflenet_v1", width=0.25, groups=3, input_size=32, num_classes=10)
+    images = tf.constant(np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)), tf.float32)
+    labels = tf.constant([0, 3, 7, 9])
+
+    def step():
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+        return loss, tape.gradient(loss, model.trainable_variables)
+
+    graph = tf.function(step)
+    loss_ours, gradients_ours = graph()
+    with grouped_kernel.split_products():
+        loss_split, gradients_split = tf.function(step)()
+    traced = graph.get_concrete_function().graph.as_graph_def()
+    assert any(node.op == "MobileclsGroupedMatmul" for node in traced.node)
+    np.testing.assert_allclose(loss_ours, loss_split, rtol=1e-5)
+    for ours, split in zip(gradients_ours, gradients_split, strict=True):
+        np.testing.assert_allclose(ours, split, rtol=1e-3, atol=1e-5)
+
+
+def test_without_a_compiler_the_layer_falls_back_and_says_why(tmp_path):
+    """A fresh process with no compiler and an empty cache: a warning naming the compiler, same outputs."""
+    script = """
+import warnings, numpy as np
+from mobilecls._tf import tf
+from mobilecls.models import build_model, grouped_kernel
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    model = build_model("shufflenet_v1", width=0.25, groups=3, input_size=32, num_classes=10)
+    model(tf.zeros((1, 32, 32, 3)), training=True)
+assert grouped_kernel.library() is None
+print([str(w.message) for w in caught if "grouped 1x1" in str(w.message)][0])
+"""
+    env = {"MOBILECLS_CACHE": str(tmp_path), "CXX": "no-such-compiler", "PATH": "/usr/bin:/bin",
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "no C++ compiler 'no-such-compiler' on PATH" in result.stdout
+    assert not list(tmp_path.rglob("*.so")) and not list(tmp_path.rglob(".mobilecls-*"))
+
+
+def test_the_library_is_keyed_by_the_cache_folder_and_the_source(monkeypatch, tmp_path):
+    monkeypatch.setenv("MOBILECLS_CACHE", str(tmp_path))
+    path = grouped_kernel.library_path()
+    assert path.parent == tmp_path / "ops" and path.name.startswith("grouped_matmul-") and path.suffix == ".so"
+    source = tmp_path / "other.cc"
+    source.write_text(grouped_kernel.SOURCE.read_text() + "\n// changed\n")
+    monkeypatch.setattr(grouped_kernel, "SOURCE", source)
+    assert grouped_kernel.library_path() != path
