@@ -39,6 +39,7 @@ demo: $(STAMP)  ## the main job: the whole pipeline on the built-in synthetic da
 # xdist's own reordering, by number of tests, is off); the slow run stays serial (it trains and
 # runs subprocesses).
 test: $(STAMP) $(CLIENTS)  ## the test suite without the tests marked slow (CI runs both)
+	$(BIN)/python -m mobilecls.models.grouped_kernel  # once, before the workers (rebuilt if its source changed)
 	$(BIN)/python -m pytest -q -m "not slow" --numprocesses auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 	$(BIN)/ruff check mobilecls tests benchmarks
 

@@ -100,10 +100,13 @@ def test_one_training_step_matches_the_textbook_graph():
     """Training mode too (batch statistics, gradients): one SGD step moves both alike."""
     from mobilecls._tf import keras
 
+    # Seeded: with batch statistics of a few images, some initialisations amplify the rounding of
+    # different summation orders (the compiled op's, the grouped Conv2D's) past the tolerance.
+    keras.utils.set_random_seed(1)
     rng = np.random.default_rng(1)
     fast, textbook = _pair(rng, groups=3, input_size=32, num_classes=10, width=0.5)
-    pixels = rng.uniform(0, 255, (4, 32, 32, 3)).astype("float32")
-    labels = keras.utils.to_categorical(rng.integers(0, 10, 4), 10)
+    pixels = rng.uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    labels = keras.utils.to_categorical(rng.integers(0, 10, 8), 10)
     for model in (fast, textbook):
         model.compile(keras.optimizers.SGD(0.01), keras.losses.CategoricalCrossentropy(from_logits=True))
         model.train_on_batch(pixels, labels)
