@@ -39,8 +39,7 @@ def split_ops(x, kernel, dy, groups):
     def block(g):
         return kernel[:, g * outputs:(g + 1) * outputs]
 
-    forward = tf.function(lambda: tf.concat([tf.matmul(part, block(g))
-                                             for g, part in enumerate(tf.split(x, groups, -1))], -1))
+    forward = tf.function(lambda: grouped_kernel.split_matmul(x, kernel, groups))
     grad_input = tf.function(lambda: tf.concat([tf.matmul(part, block(g), transpose_b=True)
                                                 for g, part in enumerate(tf.split(dy, groups, -1))], -1))
     grad_kernel = tf.function(lambda: tf.concat([tf.matmul(a, b, transpose_a=True) for a, b in

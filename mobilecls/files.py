@@ -1,4 +1,4 @@
-"""Atomic file writes: a temporary file in the same folder, renamed into place."""
+"""Atomic file writes: a temporary file in the same folder, renamed into place; the cache folder."""
 
 import contextlib
 import gzip
@@ -7,8 +7,18 @@ import json
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 TEMPORARY_PREFIX = ".mobilecls-"
+DEFAULT_CACHE = Path.home() / ".cache" / "mobilecls"
+
+
+def cache_folder():
+    """$MOBILECLS_CACHE (default ~/.cache/mobilecls), or None when it says off ('', off, 0, none)."""
+    setting = os.environ.get("MOBILECLS_CACHE")
+    if setting is not None and setting.strip().lower() in ("", "off", "0", "none"):
+        return None
+    return Path(setting) if setting else DEFAULT_CACHE
 
 
 def _before_rename(temporary, path):

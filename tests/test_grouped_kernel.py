@@ -128,3 +128,16 @@ def test_the_library_is_keyed_by_the_cache_folder_and_the_source(monkeypatch, tm
     source.write_text(grouped_kernel.SOURCE.read_text() + "\n// changed\n")
     monkeypatch.setattr(grouped_kernel, "SOURCE", source)
     assert grouped_kernel.library_path() != path
+
+
+def test_a_failing_compiler_or_a_broken_library_is_named_and_leaves_no_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("CXX", "false")  # on PATH, exits 1 with no output
+    with pytest.raises(grouped_kernel.KernelUnavailable, match="false could not build grouped_matmul.cc"):
+        grouped_kernel.build(tmp_path / "ops.so")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setenv("MOBILECLS_CACHE", str(tmp_path))
+    path = grouped_kernel.library_path()
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a shared library")
+    with pytest.raises(grouped_kernel.KernelUnavailable, match="TensorFlow could not load"):
+        grouped_kernel._load()

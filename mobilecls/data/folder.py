@@ -12,7 +12,6 @@ so a second load reads one file instead of decoding them all.
 
 import concurrent.futures
 import hashlib
-import os
 import warnings
 import zipfile
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from mobilecls.data.dataset import Dataset, Split
-from mobilecls.files import replacing
+from mobilecls.files import cache_folder, replacing
 
 SPLIT_FOLDERS = ("train", "val", "test")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -178,16 +177,9 @@ def _decode(name, class_names, split_names, entries, skip_bad, resize):
     return Dataset(name=name, class_names=class_names, splits=splits, skipped=tuple(skipped))
 
 
-def _cache_dir():
-    setting = os.environ.get("MOBILECLS_CACHE")
-    if setting is not None and setting.strip().lower() in ("", "off", "0", "none"):
-        return None
-    return Path(setting) if setting else Path.home() / ".cache" / "mobilecls"
-
-
 def _cache_file(root, entries, skip_bad, resize):
     """The cache file for this exact tree and these options, or None when caching is off."""
-    directory = _cache_dir()
+    directory = cache_folder()
     if directory is None:
         return None
     digest = hashlib.sha256(f"{_CACHE_VERSION}\n{root.resolve()}\n{skip_bad}\n{resize}\n".encode())

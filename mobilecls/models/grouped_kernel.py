@@ -26,7 +26,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from mobilecls.files import replacing
+from mobilecls.files import DEFAULT_CACHE, cache_folder, replacing
 
 SOURCE = Path(__file__).with_name("grouped_matmul.cc")
 _OPTIMIZATION = ("-O3", "-march=native")
@@ -60,10 +60,7 @@ def _cpu_signature():
 def library_path():
     """Where this source, this TensorFlow and this CPU's library is (or will be) built."""
     tf = _tensorflow()
-    setting = os.environ.get("MOBILECLS_CACHE", "").strip()
-    if setting.lower() in ("", "off", "0", "none"):  # 'off' turns off the data cache, not this build
-        setting = Path.home() / ".cache" / "mobilecls"
-    root = Path(setting)
+    root = cache_folder() or DEFAULT_CACHE  # 'off' turns off the data cache, not this build
     digest = hashlib.sha256(SOURCE.read_bytes())
     digest.update(f"\n{tf.__version__}\n{tf.sysconfig.get_compile_flags()}\n{_cpu_signature()}".encode())
     return root / "ops" / f"grouped_matmul-{digest.hexdigest()[:16]}.so"
@@ -135,6 +132,14 @@ def split_products():
         yield
     finally:
         _state["split"] = previous
+
+
+def split_matmul(x, kernel, groups):
+    """The same product from TensorFlow's ops: split the input, g MatMuls, concatenate (the fallback)."""
+    tf = _tensorflow()
+    outputs = kernel.shape[1] // groups
+    return tf.concat([tf.matmul(part, kernel[:, group * outputs:(group + 1) * outputs])
+                      for group, part in enumerate(tf.split(x, groups, axis=-1))], -1)
 
 
 def grouped_matmul(x, kernel, groups):

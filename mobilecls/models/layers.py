@@ -189,9 +189,7 @@ class GroupedPointwiseConvBN(layers.Layer):
         if inputs.dtype == tf.float32 and grouped_kernel.library() is not None:
             result = grouped_kernel.grouped_matmul(pixels, kernel, self.groups)
         else:
-            outputs = self.filters // self.groups
-            result = tf.concat([tf.matmul(part, kernel[:, group * outputs:(group + 1) * outputs])
-                                for group, part in enumerate(tf.split(pixels, self.groups, axis=-1))], -1)
+            result = grouped_kernel.split_matmul(pixels, kernel, self.groups)
         return tf.reshape(result, tf.concat([tf.shape(inputs)[:-1], [self.filters]], 0))
 
     def call(self, inputs, training=None):
