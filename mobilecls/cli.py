@@ -175,6 +175,11 @@ def fit(recipe_path, assignments, model, data, data_dir, epochs, batch_size, see
 val_fraction_option = click.option(
     "--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True,
     help="Share of train held out as val when the data has no val split: the fit's data.val_fraction.")
+range_quantile_option = click.option(
+    "--range-quantile", type=click.FloatRange(0.5, 1), default=1.0, show_default=True,
+    help="Calibrated int8 activation ranges span this quantile of the per-image extremes over the calibration "
+         "images; 1 = their min/max (the converter's). 0.95 keeps a few images with rare large activations "
+         "from starving the others (for qat: the start, kept through training).")
 
 
 @main.command()
@@ -189,6 +194,7 @@ val_fraction_option = click.option(
 @val_fraction_option
 @click.option("--calibration-steps", type=int, default=256, show_default=True,
               help="Calibration images (stratified over the training split).")
+@range_quantile_option
 @click.option("--io", type=click.Choice(["float32", "int8", "uint8"]), default=None,
               help="Input/output type of integer models [default: uint8 for --int8 (uint8 pixels in, "
                    "MediaPipe's type), float32 otherwise; int8: value = pixel - 128].")
@@ -200,8 +206,8 @@ val_fraction_option = click.option(
               help="With --int8 from a float model: per-layer PTQ error, the worst layers, and the accuracy "
                    "with them kept in float (written to OUT_report.json).")
 @_library_errors
-def quantize(model_path, mode, data, data_dir, val_fraction, calibration_steps, io, logits, author, license_, out,
-             report):
+def quantize(model_path, mode, data, data_dir, val_fraction, calibration_steps, range_quantile, io, logits, author,
+             license_, out, report):
     """Convert a .keras model to a checked .tflite file (static batch 1, softmax, TFLite Metadata).
 
     Example: mobilecls quantize runs/demo/best.keras --int8 --data synthetic --report
@@ -216,7 +222,7 @@ def quantize(model_path, mode, data, data_dir, val_fraction, calibration_steps, 
     out = out or default_output(model_path, mode)
     graph, meta = quantize_model(model_path, mode, out, data=data, calibration_steps=calibration_steps, io=io,
                                  data_dir=data_dir, logits=logits, author=author, license=license_,
-                                 val_fraction=val_fraction)
+                                 val_fraction=val_fraction, range_quantile=range_quantile)
     from mobilecls.export.metadata import min_runtime_version
     from mobilecls.files import read_tflite
 
@@ -388,8 +394,9 @@ def prune_command(model_path, data, data_dir, val_fraction, epochs, lr, batch_si
 
 @main.command(name="qat")
 @_fine_tune_options(epochs=1, lr=1e-4)
+@range_quantile_option
 @_library_errors
-def qat_command(model_path, data, data_dir, val_fraction, epochs, lr, batch_size, out, quiet):
+def qat_command(model_path, data, data_dir, val_fraction, epochs, lr, batch_size, out, quiet, range_quantile):
     """Quantization-aware fine-tuning (tfmot, 8-bit; sparsity-preserving for pruned models).
 
     Example: mobilecls qat runs/demo/best.keras --data synthetic --epochs 2 --out runs/demo-qat
@@ -397,7 +404,7 @@ def qat_command(model_path, data, data_dir, val_fraction, epochs, lr, batch_size
     from mobilecls.optimize.runs import qat_run
 
     report = qat_run(model_path, data, out, epochs=epochs, lr=lr, batch_size=batch_size, data_dir=data_dir,
-                     quiet=quiet, val_fraction=val_fraction)
+                     quiet=quiet, val_fraction=val_fraction, range_quantile=range_quantile)
     click.echo(f"{out}: val accuracy float {report['val_accuracy_float']:.4f}, QAT {report['val_accuracy_qat']:.4f}"
                + (" (sparsity preserved)" if report["sparsity_preserving"] else ""))
 

@@ -73,7 +73,7 @@ def run_pipeline(recipe, out, quiet=False, bench_threads=(1, 2), bench_runs=30):
         _log(quiet, "quantization-aware training")
         qat_run(source, data, qat_dir, epochs=recipe.optimize.qat_epochs, lr=recipe.optimize.qat_lr,
                 data_dir=data_dir, quiet=quiet, val_fraction=val_fraction,
-                calibration_steps=recipe.optimize.calibration_steps)
+                calibration_steps=recipe.optimize.calibration_steps, range_quantile=recipe.optimize.range_quantile)
     qat_model = next(os.path.join(qat_dir, name) for name in ("model.h5", "model.keras")
                      if os.path.isfile(os.path.join(qat_dir, name)))
 
@@ -87,6 +87,7 @@ def run_pipeline(recipe, out, quiet=False, bench_threads=(1, 2), bench_runs=30):
             _log(quiet, f"quantize {name}")
             quantize(model_path, mode, files[name], data=data, data_dir=data_dir, io=io,
                      calibration_steps=recipe.optimize.calibration_steps,
+                     range_quantile=recipe.optimize.range_quantile if name == "int8_ptq" else 1.0,
                      class_names=_class_names(fit_dir), val_fraction=val_fraction)
 
     results = []

@@ -131,13 +131,24 @@ def make_converter(model, mode="fp32", calibration=None, io="float32", sparse=Fa
     return converter
 
 
-def to_tflite(model, mode="fp32", calibration=None, io="float32", sparse=False):
+def to_tflite(model, mode="fp32", calibration=None, io="float32", sparse=False, range_quantile=1.0):
     """Convert a Keras model to a TFLite flatbuffer with a static batch of 1 (see ``make_converter``).
+
+    ``range_quantile`` < 1 (int8 / int16x8 from a float model): each activation range spans that
+    quantile of the per-image extremes over the calibration images instead of their min / max
+    (``mobilecls.export.calibration_ranges``).
 
     Returns:
         The .tflite file content as bytes.
     """
-    return make_converter(model, mode, calibration, io, sparse).convert()
+    from mobilecls.export.calibration_ranges import calibration_edited, check_range_quantile, clipped_ranges
+
+    converter = make_converter(model, mode, calibration, io, sparse)
+    if check_range_quantile(range_quantile) == 1.0 or calibration is None:
+        return converter.convert()
+    images = np.concatenate([np.asarray(batch, np.float32) for batch in calibration])
+    with calibration_edited(clipped_ranges(images, range_quantile)):
+        return converter.convert()
 
 
 def layer_of_tensor(tensor_name):

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 
+from mobilecls.export.calibration_ranges import check_range_quantile
 from mobilecls.export.convert import check_graph, inspect_tflite, is_qat_model, to_tflite
 from mobilecls.files import check_output_file, write_atomically
 from mobilecls.models.io import class_names_beside, load_keras_model
@@ -43,7 +44,7 @@ def report_path(out):
 
 
 def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, class_names=None,
-             data_dir=None, logits=False, author=None, license=None, val_fraction=0.1):
+             data_dir=None, logits=False, author=None, license=None, val_fraction=0.1, range_quantile=1.0):
     """Convert a .keras model to a checked .tflite file with standard TFLite Metadata.
 
     The file ends in a softmax (probabilities; in int8 files an int8 softmax) unless ``logits``,
@@ -61,6 +62,10 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, c
         author, license: for the standard metadata.
         val_fraction: share of 'train' held out as 'val' when ``data`` has no val split; the
             fit's ``data.val_fraction``, so that calibration draws from the same training images.
+        range_quantile: int8 / int16x8 from a float model: each activation range spans this
+            quantile of the per-image extremes over the calibration images (1: their min / max,
+            the converter's own; 0.95 clips the few images with rare large activations, see
+            ``mobilecls.export.calibration_ranges``).
 
     Returns:
         (report, metadata): the ``GraphReport`` of the written file and its metadata dict.
@@ -72,6 +77,9 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, c
     check_output_file(out, "-o/--out")
     if calibration_steps < 1:
         raise ValueError(f"--calibration-steps must be >= 1, got {calibration_steps}")
+    if check_range_quantile(range_quantile) < 1 and mode not in ("int8", "int16x8"):
+        raise ValueError(f"--range-quantile sets calibrated activation ranges: it needs --int8 or --int16x8, "
+                         f"not {mode}")
 
     from mobilecls.export.packaging import general_info, package
 
@@ -105,8 +113,13 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, c
         calibration = [images]
     # uint8 I/O is made from int8 I/O by the same edit ``mobilecls upgrade`` uses (exact: only the
     # zero point moves), so new and upgraded files are alike.
-    content = to_tflite(model, mode, calibration=calibration, io="int8" if io == "uint8" else io)
+    if qat and range_quantile < 1:
+        raise ValueError(f"{model_path} is a QAT model: its activation ranges were trained; --range-quantile is "
+                         "for post-training calibration (qat_run takes optimize.range_quantile)")
+    content = to_tflite(model, mode, calibration=calibration, io="int8" if io == "uint8" else io,
+                        range_quantile=range_quantile)
     provenance = {"input_size": list(model.input_shape[1:3]), "mode": mode, "io": io, "qat": qat,
+                  **({"range_quantile": range_quantile} if range_quantile < 1 else {}),
                   "source": os.path.basename(model_path), "producer": "mobilecls"}
     general = general_info(model.name, mode, outputs, model.input_shape[1:3], author, license)
     content = package(content, names, general, provenance, softmax=not logits, uint8_io=io == "uint8")

@@ -6,6 +6,7 @@ import re
 import numpy as np
 
 from mobilecls._tf import keras, tf, tfmot
+from mobilecls.export.calibration_ranges import image_quantile_span
 from mobilecls.optimize.prune import overall_sparsity
 
 # Above this fraction of zero kernel weights a model counts as pruned, and QAT keeps the zeros.
@@ -16,7 +17,7 @@ PRUNED_THRESHOLD = 0.3
 _RANGE = re.compile(r"/(output|post_activation|quantize_layer(_\d+)?)_(?P<end>min|max):0$")
 
 
-def qat(model, preserve_sparsity=None, calibration=None):
+def qat(model, preserve_sparsity=None, calibration=None, range_quantile=1.0):
     """A new model with fake-quant nodes for 8-bit QAT.
 
     Args:
@@ -26,6 +27,8 @@ def qat(model, preserve_sparsity=None, calibration=None):
         calibration: images (pixels as the model takes them) on which the float model's
             activations set the starting activation ranges (``calibrated_ranges``), the weight
             ranges then set from the weights; None keeps tfmot's start ([-6, 6] for both).
+        range_quantile: with ``calibration``, each activation range spans this quantile of the
+            per-image extremes (``calibration_ranges.image_quantile_span``; 1: min / max).
     """
     keras_quantization = tfmot.quantization.keras
     if preserve_sparsity is None:
@@ -37,7 +40,7 @@ def qat(model, preserve_sparsity=None, calibration=None):
         scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
         quantized = keras_quantization.quantize_apply(annotated, scheme)
     if calibration is not None:
-        _assign(quantized, calibrated_ranges(quantized, model, calibration))
+        _assign(quantized, calibrated_ranges(quantized, model, calibration, quantile=range_quantile))
         _set_weight_ranges(quantized)
     return quantized
 
@@ -52,9 +55,16 @@ def _float_tensor_name(layer):
     return (inbound[0] if isinstance(inbound, list) else inbound).name
 
 
-def calibrated_ranges(quantized, model, images, batch_size=32):
+def _range_variables(quantized):
+    """The activation range variables of a QAT model (see ``_RANGE``)."""
+    return [variable for variable in quantized.weights if _RANGE.search(variable.name)]
+
+
+def calibrated_ranges(quantized, model, images, batch_size=32, quantile=1.0):
     """{range variable name: value}: the span (widened to hold 0) of each fake-quantized tensor of
-    ``quantized`` over ``images``, measured on the float ``model`` it was made from.
+    ``quantized`` over ``images``, measured on the float ``model`` it was made from; with
+    ``quantile`` < 1 the span of that quantile of the per-image extremes (the images with rare
+    large activations clipped, as int8 PTQ's ``range_quantile`` does).
 
     Why: tfmot starts every activation range at [-6, 6] and moves it by an exponential average with
     decay 0.999 per training step, so one QAT epoch of 351 steps leaves 70 % of the start in it.
@@ -72,20 +82,43 @@ def calibrated_ranges(quantized, model, images, batch_size=32):
     probe = keras.Model(model.inputs, [model.get_layer(name).output for name in names])
 
     @tf.function
-    def spans(batch):
+    def extremes(batch):
         outputs = probe(batch, training=False)
         outputs = outputs if isinstance(outputs, list) else [outputs]
-        return [tf.reduce_min(output) for output in outputs], [tf.reduce_max(output) for output in outputs]
+        flat = [tf.reshape(output, [tf.shape(output)[0], -1]) for output in outputs]
+        return [tf.reduce_min(values, axis=1) for values in flat], [tf.reduce_max(values, axis=1) for values in flat]
 
-    low, high = np.full(len(names), np.inf), np.full(len(names), -np.inf)
+    lows, highs = [[] for _ in names], [[] for _ in names]
     for start in range(0, len(images), batch_size):
-        batch_low, batch_high = spans(tf.constant(images[start:start + batch_size], tf.float32))
-        low, high = np.minimum(low, batch_low), np.maximum(high, batch_high)
+        batch_lows, batch_highs = extremes(tf.constant(images[start:start + batch_size], tf.float32))
+        for column, (low, high) in enumerate(zip(batch_lows, batch_highs, strict=True)):
+            lows[column].append(low.numpy())
+            highs[column].append(high.numpy())
     ranges = {}
-    for name, lowest, highest in zip(names, np.minimum(low, 0.0), np.maximum(high, 0.0), strict=True):
+    for name, name_lows, name_highs in zip(names, lows, highs, strict=True):
+        lowest, highest = image_quantile_span(np.concatenate(name_lows), np.concatenate(name_highs), quantile)
         for variable in variables[name]:
-            ranges[variable.name] = float(lowest if _RANGE.search(variable.name).group("end") == "min" else highest)
+            ranges[variable.name] = lowest if _RANGE.search(variable.name).group("end") == "min" else highest
     return ranges
+
+
+class KeepRanges(keras.callbacks.Callback):
+    """Puts the activation ranges of a QAT model back after every training step.
+
+    Why: tfmot moves each range towards the extremes of every training batch (decay 0.999). With
+    ranges clipped to a quantile of the per-image extremes, the batches (128 images, so nearly every
+    one holds one of the rare images the clipping leaves out) would widen them again within an
+    epoch; kept, each step still sees the calibrated range moved by at most 0.1 % of a batch.
+    """
+
+    def __init__(self, quantized):
+        super().__init__()
+        self.variables = _range_variables(quantized)
+        self.values = [variable.numpy() for variable in self.variables]
+
+    def on_train_batch_end(self, batch, logs=None):
+        for variable, value in zip(self.variables, self.values, strict=True):
+            variable.assign(value)
 
 
 def _assign(quantized, ranges):

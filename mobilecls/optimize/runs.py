@@ -141,28 +141,32 @@ def sparse_inference_speedup(model, folder, runs=100):
 
 
 def qat_run(model_path, data, out, epochs=1, lr=1e-4, batch_size=128, data_dir=None, quiet=True, val_fraction=0.1,
-            calibration_steps=256):
+            calibration_steps=256, range_quantile=1.0):
     """Quantization-aware fine-tuning of a .keras model into ``out`` (model.h5 is the QAT model).
 
     A pruned model (>= 30 % zero weights) uses tfmot's sparsity-preserving scheme. The activation
     ranges start from the float model's on ``calibration_steps`` training images, as int8 PTQ's
-    (``optimize.qat.calibrated_ranges``); BatchNorm statistics stay frozen while it trains.
+    (``optimize.qat.calibrated_ranges``; with ``range_quantile`` < 1 clipped to that quantile of
+    the per-image extremes and kept so through training, ``KeepRanges``); BatchNorm statistics
+    stay frozen while it trains.
 
     Returns:
         The report dict (val accuracy of the float model and of the QAT model, sparsity kept).
     """
     from mobilecls.export.quantize import calibration_images
     from mobilecls.optimize.prune import overall_sparsity
-    from mobilecls.optimize.qat import PRUNED_THRESHOLD, frozen_batchnorm, qat
+    from mobilecls.optimize.qat import PRUNED_THRESHOLD, KeepRanges, frozen_batchnorm, qat
 
     _output_folder(out)
     model, dataset = _load(model_path, data, data_dir, val_fraction)
     before = fine_tune(model, dataset, 0, lr, batch_size)
     sparsity = overall_sparsity(model)
-    quantized = qat(model, calibration=calibration_images(dataset, calibration_steps))
+    quantized = qat(model, calibration=calibration_images(dataset, calibration_steps), range_quantile=range_quantile)
+    callbacks = [KeepRanges(quantized)] if range_quantile < 1 else []
     with frozen_batchnorm(quantized):
-        after = fine_tune(quantized, dataset, epochs, lr, batch_size, quiet=quiet)
+        after = fine_tune(quantized, dataset, epochs, lr, batch_size, callbacks=callbacks, quiet=quiet)
     report = {"source": model_path, "epochs": epochs, "val_accuracy_float": before, "val_accuracy_qat": after,
+              **({"range_quantile": range_quantile} if range_quantile < 1 else {}),
               "sparsity_preserving": sparsity >= PRUNED_THRESHOLD, "sparsity_before": sparsity}
     with staging_folder(out) as staging:
         _write_outputs(staging, quantized, report, dataset)
