@@ -112,7 +112,8 @@ def _plan(recipe, strategy, monkeypatch, probe=lambda *args: budget.EpochCost(1.
     monkeypatch.setattr(budget, "measure_epoch_cost", probe)
     split = SimpleNamespace(images=np.zeros((500, 1)))
     data = SimpleNamespace(splits={"val": split})
-    return train._plan_epochs(recipe, strategy, None, None, [None], data, steps=10, batch_size=128,
+    return train._plan_epochs(recipe, strategy, None, train.WeightAverage(None, None), None, [None], data, steps=10,
+                              batch_size=128,
                               elapsed_s=0.0, quiet=True)
 
 
@@ -142,6 +143,6 @@ def test_the_probe_times_the_runs_own_epoch_callbacks_in_a_folder_it_removes(mon
         return budget.EpochCost(1.0, 0.1)
 
     _plan(recipes.replace(TINY, train={"time_budget_minutes": 1.0}), "default", monkeypatch, probe)
-    run = train._epoch_callbacks("RUN", train._Monitor(128, 10, quiet=True))
+    run = train._epoch_callbacks("RUN", train._Monitor(128, 10, quiet=True), train.WeightAverage(None, None))
     assert [type(c) for c in seen["callbacks"]] == [type(c) for c in run]
     assert not os.path.exists(seen["folder"])  # the probe's checkpoints are gone

@@ -179,3 +179,31 @@ def test_with_ema_decay_validation_and_best_keras_use_the_averaged_weights(tmp_p
     with open(os.path.join(run.path, "history.csv"), encoding="utf-8") as handle:
         validated = float(next(csv.DictReader(handle))["val_accuracy"])
     assert run.metrics["val"]["accuracy"] == pytest.approx(validated, abs=1e-6)
+
+
+def test_with_ema_decay_batchnorm_statistics_are_averaged_too_and_resume_restores_them(tmp_path):
+    import numpy as np
+
+    from mobilecls._tf import keras, tf
+    from mobilecls.models import build_model
+    from mobilecls.training.train import WeightAverage, _restore_training_state, fit, make_optimizer
+
+    recipe = recipes.replace(TINY, optimizer={"ema_decay": 0.9})
+    run = fit(recipe, str(tmp_path / "ema"), quiet=True)
+    best = keras.models.load_model(run.model_path, compile=False)
+    statistics = [w.numpy() for w in best.non_trainable_weights if "moving_" in w.name]
+    assert len(statistics) > 20  # every BatchNormalization's mean and variance
+    with np.load(os.path.join(run.path, "state", "epoch_001.npz")) as state:
+        averaged = [state[f"statistics_{index}"] for index in range(len(statistics))]
+        assert f"statistics_{len(statistics)}" not in state.files
+        live = [state[name] for name in state.files if name.startswith("weight_")]
+    # best.keras holds the averaged statistics, not the last step's (which a 0.9 average trails)
+    assert all(np.array_equal(a, b) for a, b in zip(averaged, statistics, strict=True))
+    assert not any(any(t.shape == b.shape and np.array_equal(t, b) for t in live) for b in statistics)
+    # resuming puts the saved averages back (not the current statistics)
+    model = build_model(recipe.model.name, **recipe.model.builder_kwargs(32, 10))
+    model.compile(optimizer=make_optimizer(recipe, 8), loss="categorical_crossentropy")
+    average = WeightAverage(model, 0.9)
+    _restore_training_state(model, os.path.join(run.path, "state", "epoch_001.npz"), tf.distribute.get_strategy(),
+                            average)
+    assert all(np.array_equal(a.numpy(), b) for a, b in zip(average.averages, averaged, strict=True))

@@ -114,7 +114,7 @@ def build_index(root, profile=True, gzip=True):
     Returns:
         A list of entries sorted by file (the format that tools reading the zoo expect: one
         entry per .tflite file); an entry holds file, folder, model,
-        build, dataset, mode, io, qat, sparsity, size_bytes, gzip_bytes, val, p50_ms, recipe, seed
+        build, dataset, mode, io, qat, range_quantile, sparsity, size_bytes, gzip_bytes, val, p50_ms, recipe, seed
         (and params, macs with ``profile``).
 
     Raises:
@@ -147,6 +147,8 @@ def build_index(root, profile=True, gzip=True):
             # QAT and PTQ int8 files have the same tensors: only the metadata written by
             # `mobilecls quantize` can tell them apart.
             "qat": metadata.get("qat"),
+            # int8 PTQ with quantile activation ranges (quantize --range-quantile); None: min / max
+            "range_quantile": metadata.get("range_quantile"),
             "sparsity": facts["sparsity"], "size_bytes": len(content),
             "gzip_bytes": gzip_size(content) if gzip else None,
             "val": _val(path, len(content), folder_facts, root),
@@ -187,7 +189,8 @@ def check_index(root, gzip=False):
     actual = {entry["file"]: entry for entry in build_index(root, profile=False, gzip=gzip)}
     problems += [f"not in the index: {name}" for name in sorted(set(actual) - set(listed))]
     problems += [f"listed but missing: {name}" for name in sorted(set(listed) - set(actual))]
-    keys = ("model", "build", "dataset", "mode", "io", "qat", "sparsity", "size_bytes", "val", "p50_ms", "seed")
+    keys = ("model", "build", "dataset", "mode", "io", "qat", "range_quantile", "sparsity", "size_bytes", "val",
+            "p50_ms", "seed")
     for entry in index:
         now = actual.get(entry["file"])
         if now is not None:
@@ -206,7 +209,8 @@ def _quantize_command(entry, data_flag):
         source = "PRUNED_QAT/model.h5" if entry["sparsity"] >= 0.3 else "QAT/model.h5"
         return f"mobilecls quantize {source} --int8 --io {entry['io']['input']} -o {name}"
     io = f" --io {entry['io']['input']}" if entry["mode"] in ("int8", "int16x8") else ""
-    return f"mobilecls quantize RUN/best.keras --{entry['mode']}{io}{data_flag} -o {name}"
+    clip = f" --range-quantile {entry['range_quantile']:g}" if entry.get("range_quantile") else ""
+    return f"mobilecls quantize RUN/best.keras --{entry['mode']}{io}{clip}{data_flag} -o {name}"
 
 
 def _optimize_commands(folder, data_flag):
@@ -239,7 +243,8 @@ def _optimize_commands(folder, data_flag):
             if name == "pruned_qat_report.json" and os.path.isfile(os.path.join(folder, "prune_report_stage1.json")):
                 source = "PRUNED2/model.keras"
             # The QAT reports do not record the learning rate: the command's default (1e-4) is shown.
-            lines.append(f"mobilecls qat {source}{data_flag} --epochs {report['epochs']} --out {out}")
+            clip = f" --range-quantile {report['range_quantile']:g}" if report.get("range_quantile") else ""
+            lines.append(f"mobilecls qat {source}{data_flag} --epochs {report['epochs']}{clip} --out {out}")
     return lines
 
 

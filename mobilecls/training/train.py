@@ -6,6 +6,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -133,38 +134,61 @@ class _Monitor(keras.callbacks.Callback):
                   flush=True)
 
 
-def _swap_averaged_weights(model):
-    """Exchange the model's trainable weights with the optimizer's moving averages of them
-    (``optimizer.ema_decay``); nothing without one. Keras keeps the averages in the optimizer
-    (tf_keras 2.21's ``_model_variables_moving_average``, one per variable, in its index order)."""
-    optimizer = model.optimizer
-    if not getattr(optimizer, "use_ema", False) or not hasattr(optimizer, "_model_variables_moving_average"):
-        return  # no average, or not built yet (no step taken)
-    for variable in model.trainable_variables:
-        average = optimizer._model_variables_moving_average[optimizer._index_dict[optimizer._var_key(variable)]]
-        held = variable.numpy()
-        variable.assign(average)
-        average.assign(held)
+class WeightAverage(keras.callbacks.Callback):
+    """With ``optimizer.ema_decay``: the averaged model that each epoch's validation measures and
+    best.keras holds; inert without one.
 
+    The optimizer averages the trainable weights (Keras' ``use_ema``; tf_keras 2.21 keeps one
+    average per variable in ``_model_variables_moving_average``, in its index order). This
+    callback also averages, with the same decay after every step, each BatchNormalization's moving
+    mean and variance, which are not trainable: averaged weights normalised by the statistics of
+    the current ones are a different network. Measured without it (MobileNetV1 0.75, CIFAR-10,
+    decay 0.999): validation at 10.00 % (one class) for epochs 1-9 while training accuracy rose
+    to 81 %.
+    """
 
-@contextlib.contextmanager
-def _averaged_weights(model):
-    """Inside: the model holds the moving averages of its weights (as validation measured them)."""
-    _swap_averaged_weights(model)
-    try:
-        yield model
-    finally:
-        _swap_averaged_weights(model)
+    def __init__(self, model, decay):
+        super().__init__()
+        self.decay = decay
+        self.statistics = [variable for variable in model.non_trainable_variables
+                           if re.search(r"moving_(mean|variance):0$", variable.name)] if decay else []
+        self.averages = [tf.Variable(variable.read_value(), trainable=False) for variable in self.statistics]
 
+    def on_train_batch_end(self, batch, logs=None):
+        if self.statistics:
+            self._update()
 
-class _ValidateAveragedWeights(keras.callbacks.Callback):
-    """With ``optimizer.ema_decay``, each epoch's validation measures the averaged weights."""
+    @tf.function
+    def _update(self):
+        for variable, average in zip(self.statistics, self.averages, strict=True):
+            average.assign(self.decay * average + (1.0 - self.decay) * variable)
+
+    def swap(self, model):
+        """Exchange the model's weights and statistics with their moving averages."""
+        optimizer = model.optimizer
+        if not self.decay or not hasattr(optimizer, "_model_variables_moving_average"):
+            return  # no average, or the optimizer has not been built yet (no step taken)
+        pairs = [(variable, optimizer._model_variables_moving_average[optimizer._index_dict[optimizer._var_key(
+            variable)]]) for variable in model.trainable_variables]
+        for variable, average in [*pairs, *zip(self.statistics, self.averages, strict=True)]:
+            held = variable.numpy()
+            variable.assign(average)
+            average.assign(held)
+
+    @contextlib.contextmanager
+    def swapped(self, model):
+        """Inside: ``model`` holds the averages (as validation measured them)."""
+        self.swap(model)
+        try:
+            yield model
+        finally:
+            self.swap(model)
 
     def on_test_begin(self, logs=None):
-        _swap_averaged_weights(self.model)
+        self.swap(self.model)
 
     def on_test_end(self, logs=None):
-        _swap_averaged_weights(self.model)
+        self.swap(self.model)
 
 
 class _Recorder(keras.callbacks.Callback):
@@ -174,9 +198,9 @@ class _Recorder(keras.callbacks.Callback):
     the previous epoch's consistent files or the new ones (see ``mobilecls.training.run_state``).
     """
 
-    def __init__(self, folder, state, monitor):
+    def __init__(self, folder, state, monitor, average):
         super().__init__()
-        self.folder, self.state, self.monitor = folder, state, monitor
+        self.folder, self.state, self.monitor, self.average = folder, state, monitor, average
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.perf_counter()
@@ -188,13 +212,13 @@ class _Recorder(keras.callbacks.Callback):
         # The checkpoint and best.keras hold what validation measured (with ema_decay: the averaged
         # weights); the resume state holds the training weights and the optimizer's variables.
         checkpoint = f"checkpoints/epoch_{number:03d}.weights.h5"
-        with _averaged_weights(self.model), replacing(os.path.join(self.folder, checkpoint)) as temporary:
+        with self.average.swapped(self.model), replacing(os.path.join(self.folder, checkpoint)) as temporary:
             self.model.save_weights(temporary)
         resume_file = f"state/epoch_{number:03d}.npz"
-        write_atomically(os.path.join(self.folder, resume_file), _training_state(self.model))
+        write_atomically(os.path.join(self.folder, resume_file), _training_state(self.model, self.average))
         value = float(logs.get("val_accuracy", float("nan")))
         if state["best"] is None or value > state["best"]["val_accuracy"]:
-            with _averaged_weights(self.model), replacing(os.path.join(self.folder, "best.keras")) as temporary:
+            with self.average.swapped(self.model), replacing(os.path.join(self.folder, "best.keras")) as temporary:
                 self.model.save(temporary)
             state["best"] = {"epoch": number, "val_accuracy": value}
             run_state.record(self.folder, state, "best.keras")
@@ -211,17 +235,19 @@ class _Recorder(keras.callbacks.Callback):
             os.unlink(os.path.join(self.folder, path))
 
 
-def _training_state(model):
-    """Weights and optimizer variables (step, momenta) as .npz bytes: what resuming restores."""
+def _training_state(model, average):
+    """Weights, optimizer variables (step, momenta, averages) and the averaged BatchNorm statistics
+    (``WeightAverage``) as .npz bytes: what resuming restores."""
     arrays = {f"weight_{index}": value for index, value in enumerate(model.get_weights())}
     arrays.update({f"optimizer_{index}": variable.numpy() for index, variable in enumerate(model.optimizer.variables)})
+    arrays.update({f"statistics_{index}": variable.numpy() for index, variable in enumerate(average.averages)})
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return buffer.getvalue()
 
 
-def _restore_training_state(model, path, distribution):
-    """Put the weights and optimizer variables of ``_training_state`` back into a compiled model."""
+def _restore_training_state(model, path, distribution, average):
+    """Put what ``_training_state`` saved back into a compiled model and its ``WeightAverage``."""
     with np.load(path) as arrays:
         weights = [arrays[f"weight_{index}"] for index in range(len(model.get_weights()))]
         with distribution.scope():
@@ -232,12 +258,15 @@ def _restore_training_state(model, path, distribution):
         model.set_weights(weights)
         for index, variable in enumerate(variables):
             variable.assign(arrays[f"optimizer_{index}"])
+        for index, variable in enumerate(average.averages):
+            # states saved before the statistics were averaged: start them from the current ones
+            variable.assign(arrays[f"statistics_{index}"] if f"statistics_{index}" in arrays else
+                            average.statistics[index].read_value())
 
 
-def _epoch_callbacks(folder, monitor, state=None):
+def _epoch_callbacks(folder, monitor, average, state=None):
     """What a run does around every epoch, writing into ``folder`` (the budget probe times them too)."""
-    return [_ValidateAveragedWeights(), monitor,
-            _Recorder(folder, run_state.new_state() if state is None else state, monitor)]
+    return [average, monitor, _Recorder(folder, run_state.new_state() if state is None else state, monitor, average)]
 
 
 def _check_run_folder(out, resume):
@@ -264,7 +293,7 @@ def _create_run_folder(out, recipe, class_names, state):
         run_state.commit(staging, state)
 
 
-def _prepare_resume(out, state, model, distribution):
+def _prepare_resume(out, state, model, distribution, average):
     """Drop what the manifest does not vouch for, check what it does, and restore the training state."""
     run_state.remove_unrecorded(out, state)
     damaged = run_state.damaged_files(out, state)
@@ -281,7 +310,7 @@ def _prepare_resume(out, state, model, distribution):
                          f"{state['epochs_done']} was recorded (the run folder was changed by hand)")
     if state["epochs_done"]:
         _restore_training_state(model, os.path.join(out, f"state/epoch_{state['epochs_done']:03d}.npz"),
-                                distribution)
+                                distribution, average)
     run_state.commit(out, state)  # history.csv again from the manifest: a later epoch's rows go
 
 
@@ -406,34 +435,36 @@ def fit(recipe, out, resume=False, quiet=False, strategy="default"):
                                 recipe.train.label_smoothing, recipe.train.seed, first_epoch=first_epoch)
 
     def compiled_model(recipe):
+        """The model, compiled, and its ``WeightAverage``."""
         with distribution.scope():
             model = build_model(recipe.model.name, **kwargs)
             model.compile(optimizer=make_optimizer(recipe, steps),
                           loss=keras.losses.CategoricalCrossentropy(from_logits=True),
                           metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(5, name="top5")])
-        return model
+            return model, WeightAverage(model, recipe.optimizer.ema_decay)
 
     keras.mixed_precision.set_global_policy(recipe.train.mixed_precision or "float32")
     created = False
     try:
         if resume:
-            model = compiled_model(recipe)
-            _prepare_resume(out, state, model, distribution)
+            model, average = compiled_model(recipe)
+            _prepare_resume(out, state, model, distribution, average)
         else:
             plan = None
             if recipe.train.time_budget_minutes:
                 budget.check_time_left(recipe.train.time_budget_minutes, time.perf_counter() - entered)
-                recipe, plan = _plan_epochs(recipe, strategy, compiled_model(recipe), batches(), validation, data,
+                recipe, plan = _plan_epochs(recipe, strategy, *compiled_model(recipe), batches(), validation, data,
                                             steps, batch_size, time.perf_counter() - entered, quiet)
                 keras.utils.set_random_seed(recipe.train.seed)  # the probe drew from the global seed
-            model = compiled_model(recipe)  # before the folder exists: a model that cannot be built leaves none
+            # before the folder exists: a model that cannot be built leaves none
+            model, average = compiled_model(recipe)
             state = run_state.new_state(plan)
             _create_run_folder(out, recipe, data.class_names, state)
             created = True
         monitor = _Monitor(batch_size, steps, quiet)
         done = state["epochs_done"]
         model.fit(batches(first_epoch=done), epochs=recipe.train.epochs, initial_epoch=done, steps_per_epoch=steps,
-                  validation_data=validation, callbacks=_epoch_callbacks(out, monitor, state),
+                  validation_data=validation, callbacks=_epoch_callbacks(out, monitor, average, state),
                   verbose=0 if quiet else 2)
         if monitor.nan_at:
             epoch, step = monitor.nan_at
@@ -494,14 +525,14 @@ def _finished_run(out, quiet):
     return Run(out, metrics)
 
 
-def _plan_epochs(recipe, strategy, probe, batches, validation, data, steps, batch_size, elapsed_s, quiet):
+def _plan_epochs(recipe, strategy, probe, average, batches, validation, data, steps, batch_size, elapsed_s, quiet):
     """The recipe with as many epochs as fit in ``train.time_budget_minutes``, and the plan."""
     if strategy == "multiworker":  # each worker would time itself and could plan a different run
         raise ValueError("train.time_budget_minutes needs strategy default or mirrored, not multiworker")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:  # the probe saves as the run will, but elsewhere
         os.makedirs(os.path.join(folder, "checkpoints"))
-        callbacks = _epoch_callbacks(folder, _Monitor(batch_size, steps, quiet=True))
+        callbacks = _epoch_callbacks(folder, _Monitor(batch_size, steps, quiet=True), average)
         cost = budget.measure_epoch_cost(probe, batches, validation, callbacks)
     elapsed_s += time.perf_counter() - started
     eval_batches = math.ceil(len(data.splits["val"].images) / EVAL_BATCH)
