@@ -48,6 +48,9 @@ def test_a_model_that_cannot_be_built_leaves_no_run_folder(tmp_path, tiny_images
     assert "model.width must be > 0, got -1" in message and not out.exists()
     message = _one_line_error(_invoke("fit", "--model", "mobilenet_v1", "--set", "optimizer.ema_decay=1", "--out", out))
     assert "optimizer.ema_decay must be in (0, 1)" in message and not out.exists()
+    message = _one_line_error(_invoke("fit", "--model", "mobilenet_v1", "--set", "optimize.range_quantile=2", "--out",
+                                      out))
+    assert "optimize.range_quantile must be in [0.5, 1] (1 = min / max), got 2" in message and not out.exists()
     # input_size 40 passes the recipe checks and fails in the builder, after the data loaded
     message = _one_line_error(_invoke("fit", "--model", "mobilenet_v1", "--data", f"folder:{tiny_images}",
                                       "--set", "model.input_size=40", "--out", out))
@@ -181,6 +184,17 @@ def test_quantize_refuses_zero_calibration_steps(tmp_path, tiny_model):
     message = _one_line_error(_invoke("quantize", tiny_model.model_path, "--int8", "--data", "synthetic",
                                       "--calibration-steps", "0", "-o", tmp_path / "m.tflite"))
     assert "--calibration-steps must be >= 1, got 0" in message and not (tmp_path / "m.tflite").exists()
+
+
+def test_quantize_refuses_a_range_quantile_out_of_range_or_with_nothing_to_calibrate(tmp_path, tiny_model):
+    out = tmp_path / "m.tflite"
+    message = _one_line_error(_invoke("quantize", tiny_model.model_path, "--int8", "--data", "synthetic",
+                                      "--range-quantile", "0.3", "-o", out))
+    assert "--range-quantile" in message and "0.3 is not in the range 0.5<=x<=1" in message
+    message = _one_line_error(_invoke("quantize", tiny_model.model_path, "--fp16", "--range-quantile", "0.9",
+                                      "-o", out))
+    assert "--range-quantile sets calibrated activation ranges: it needs --int8 or --int16x8, not fp16" in message
+    assert not out.exists()
 
 
 def test_quantize_refuses_data_with_other_class_names(tmp_path, tiny_model):
