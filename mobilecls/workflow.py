@@ -77,17 +77,19 @@ def run_pipeline(recipe, out, quiet=False, bench_threads=(1, 2), bench_runs=30):
     qat_model = next(os.path.join(qat_dir, name) for name in ("model.h5", "model.keras")
                      if os.path.isfile(os.path.join(qat_dir, name)))
 
-    exports = {"fp32": (float_model, "fp32", None), "fp16": (float_model, "fp16", None),
-               "dynamic": (float_model, "dynamic", None), "int8_ptq": (float_model, "int8", None),
-               "int8_qat": (qat_model, "int8", None)}  # quantize's default I/O: uint8 for int8 files
+    # (model, mode, activation range quantile): only post-training int8 calibrates ranges; quantize's
+    # default I/O (uint8 for int8 files)
+    calibrated = recipe.optimize.range_quantile
+    exports = {"fp32": (float_model, "fp32", 1.0), "fp16": (float_model, "fp16", 1.0),
+               "dynamic": (float_model, "dynamic", 1.0), "int8_ptq": (float_model, "int8", calibrated),
+               "int8_qat": (qat_model, "int8", 1.0)}
     files = {}
-    for name, (model_path, mode, io) in exports.items():
+    for name, (model_path, mode, range_quantile) in exports.items():
         files[name] = os.path.join(out, "tflite", f"{recipe.model.name}_{name}.tflite")
         if not _done(files[name]):
             _log(quiet, f"quantize {name}")
-            quantize(model_path, mode, files[name], data=data, data_dir=data_dir, io=io,
-                     calibration_steps=recipe.optimize.calibration_steps,
-                     range_quantile=recipe.optimize.range_quantile if name == "int8_ptq" else 1.0,
+            quantize(model_path, mode, files[name], data=data, data_dir=data_dir,
+                     calibration_steps=recipe.optimize.calibration_steps, range_quantile=range_quantile,
                      class_names=_class_names(fit_dir), val_fraction=val_fraction)
 
     results = []

@@ -134,3 +134,15 @@ def test_quantize_refuses_a_quantile_where_nothing_is_calibrated(tmp_path):
     with pytest.raises(ValueError, match="--range-quantile .* needs --int8 or --int16x8, not fp16"):
         quantize(path, "fp16", str(tmp_path / "m.tflite"), class_names=list("abcd"), range_quantile=0.9)
     assert not (tmp_path / "m.tflite").exists()
+
+
+def test_quantize_refuses_a_quantile_for_a_qat_model_whose_ranges_were_trained(tmp_path):
+    from mobilecls.export.quantize import quantize
+    from mobilecls.optimize.qat import qat
+
+    model, images = _spiky()
+    path = str(tmp_path / "qat.h5")
+    qat(model, calibration=images).save(path)
+    with pytest.raises(ValueError, match="is a QAT model: its activation ranges were trained; --range-quantile"):
+        quantize(path, "int8", str(tmp_path / "m.tflite"), class_names=list("abcd"), range_quantile=0.9)
+    assert not (tmp_path / "m.tflite").exists()
