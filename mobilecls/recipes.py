@@ -88,6 +88,15 @@ class TrainSection:
     mixed_precision: str | None = None  # None or "mixed_bfloat16"
     seed: int = 0
     time_budget_minutes: float | None = None  # set: fit plans as many epochs as fit (replaces epochs)
+    # Progressive resizing: the first low_resolution_fraction of the epochs (rounded) train on the
+    # augmented images resized to low_resolution x low_resolution pixels, the rest at full size;
+    # validation and every saved model stay at full size. None: every epoch at full size.
+    low_resolution: int | None = None
+    low_resolution_fraction: float = 0.5
+    # Knowledge distillation: the targets are (1 - distill) * labels + distill * the softmax of the
+    # teacher (a trained .keras model of the same classes) on the same augmented batch.
+    teacher: str | None = None
+    distill: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,6 +209,13 @@ def _check_ranges(recipe):
         (recipe.train.batch_size >= 1, "train.batch_size must be >= 1"),
         (recipe.train.time_budget_minutes is None or recipe.train.time_budget_minutes > 0,
          "train.time_budget_minutes must be > 0 (or null for a fixed train.epochs)"),
+        (recipe.train.low_resolution is None or recipe.train.low_resolution >= 8,
+         f"train.low_resolution must be >= 8 pixels (or null), got {recipe.train.low_resolution!r}"),
+        (0 < recipe.train.low_resolution_fraction < 1,
+         f"train.low_resolution_fraction must be in (0, 1), got {recipe.train.low_resolution_fraction!r}"),
+        (0 <= recipe.train.distill <= 1, f"train.distill must be in [0, 1], got {recipe.train.distill!r}"),
+        (bool(recipe.train.teacher) == (recipe.train.distill > 0),
+         "train.teacher and train.distill go together: a teacher model file and a weight above 0"),
         (recipe.optimizer.lr > 0, "optimizer.lr must be > 0"),
         (recipe.optimizer.ema_decay is None or 0 < recipe.optimizer.ema_decay < 1,
          "optimizer.ema_decay must be in (0, 1) (or null: no moving average)"),

@@ -51,6 +51,25 @@ def test_a_model_that_cannot_be_built_leaves_no_run_folder(tmp_path, tiny_images
     message = _one_line_error(_invoke("fit", "--model", "mobilenet_v1", "--set", "optimize.range_quantile=2", "--out",
                                       out))
     assert "optimize.range_quantile must be in [0.5, 1] (1 = min / max), got 2" in message and not out.exists()
+    message = _one_line_error(_invoke("fit", "--model", "mobilenet_v1", "--set", "train.low_resolution=4",
+                                      "--out", out))
+    assert "train.low_resolution must be >= 8 pixels (or null), got 4" in message and not out.exists()
+    message = _one_line_error(_invoke("fit", "--model", "mobilenet_v1", "--set", "train.low_resolution_fraction=1",
+                                      "--out", out))
+    assert "train.low_resolution_fraction must be in (0, 1), got 1.0" in message and not out.exists()
+    # after the data loaded: a low resolution that is not lower, a model that takes one size only
+    message = _one_line_error(_invoke("fit", "--model", "mobilenet_v1", "--data", f"folder:{tiny_images}",
+                                      "--set", "train.low_resolution=32", "--out", out))
+    assert "train.low_resolution=32 must be smaller than the model's input size 32" in message
+    message = _one_line_error(_invoke("fit", "--model", "shufflenet_v1", "--data", f"folder:{tiny_images}",
+                                      "--set", "train.low_resolution=16", "--out", out))
+    assert "train.low_resolution=16: shufflenet_v1" in message and "cannot take 16x16 images" in message
+    message = _one_line_error(_invoke("fit", "--model", "mobilenet_v1", "--set", "train.distill=0.5", "--out", out))
+    assert "train.teacher and train.distill go together" in message and not out.exists()
+    message = _one_line_error(_invoke("fit", "--model", "mobilenet_v1", "--data", f"folder:{tiny_images}",
+                                      "--set", "train.distill=0.5", "--set", f"train.teacher={tmp_path}/t.keras",
+                                      "--out", out))
+    assert f"model file not found: {tmp_path}/t.keras" in message
     # input_size 40 passes the recipe checks and fails in the builder, after the data loaded
     message = _one_line_error(_invoke("fit", "--model", "mobilenet_v1", "--data", f"folder:{tiny_images}",
                                       "--set", "model.input_size=40", "--out", out))

@@ -25,6 +25,17 @@ def test_epochs_within_counts_whole_epochs_in_what_is_left_after_a_safety_margin
     assert budget.epochs_within(565, 30, cost, steps=100, eval_batches=4, final_batches=5) == 9
 
 
+def test_progressive_resizing_plans_its_cheaper_low_resolution_epochs():
+    full = budget.EpochCost(train_step_s=0.5, eval_batch_s=0.2)   # 50.8 s per epoch
+    low = budget.EpochCost(train_step_s=0.25, eval_batch_s=0.2)   # 25.8 s
+    # 540.55 s left (as above). Half of 14 epochs at low resolution: 7 * 25.8 + 7 * 50.8 = 536.2 s;
+    # 15 epochs: 8 * 25.8 + 7 * 50.8 = 562.0 s (7.5 rounds up) -> 14, where full size alone fits 10
+    assert budget.epochs_within(600, 30, full, steps=100, eval_batches=4, final_batches=5,
+                                low_resolution=(low, 0.5)) == 14
+    assert [budget.low_resolution_epochs(n, 0.5) for n in (1, 2, 3, 5, 14, 15)] == [0, 1, 2, 3, 7, 8]
+    assert budget.low_resolution_epochs(4, 0.9) == 3  # the last epoch is always at full size
+
+
 def test_a_budget_that_fits_no_epoch_is_a_clear_error():
     cost = budget.EpochCost(train_step_s=0.5, eval_batch_s=0.2)
     with pytest.raises(ValueError, match=r"time_budget_minutes=1 fits no epoch here: one epoch takes about 51 s"):
@@ -112,7 +123,10 @@ def _plan(recipe, strategy, monkeypatch, probe=lambda *args: budget.EpochCost(1.
     monkeypatch.setattr(budget, "measure_epoch_cost", probe)
     split = SimpleNamespace(images=np.zeros((500, 1)))
     data = SimpleNamespace(splits={"val": split})
-    return train._plan_epochs(recipe, strategy, None, train.WeightAverage(None, None), None, [None], data, steps=10,
+    def batches(image_size=None):  # what the probe is given to time: here, the image size
+        return image_size
+
+    return train._plan_epochs(recipe, strategy, None, train.WeightAverage(None, None), batches, [None], data, steps=10,
                               batch_size=128,
                               elapsed_s=0.0, quiet=True)
 
@@ -124,6 +138,18 @@ def test_a_budget_with_no_more_epochs_than_the_warm_up_is_a_clear_error(monkeypa
         _plan(recipe, "default", monkeypatch)
     planned, plan = _plan(recipes.replace(recipe, schedule={"warmup_epochs": 2}), "default", monkeypatch)
     assert planned.train.epochs == plan["epochs"] == 5
+
+
+def test_a_budget_with_progressive_resizing_times_both_sizes_and_plans_the_cheaper_epochs(monkeypatch):
+    def probe(model, image_size, validation, callbacks):  # 10.2 s per epoch at full size, 5.2 s at 16 px
+        return budget.EpochCost(0.5 if image_size == 16 else 1.0, 0.1)
+
+    recipe = recipes.replace(TINY, train={"time_budget_minutes": 1.0, "low_resolution": 16})
+    # (60 - 2 * 0.1) * 0.95 = 56.8 s: 7 epochs, 4 of them at 16 px (4 * 5.2 + 3 * 10.2 = 51.4 s); full size alone: 5
+    planned, plan = _plan(recipe, "default", monkeypatch, probe)
+    assert planned.train.epochs == plan["epochs"] == 7 and plan["low_resolution_epochs"] == 4
+    assert plan["planned_low_resolution_epoch_s"] == pytest.approx(5.2)
+    assert plan["planned_epoch_s"] == pytest.approx(10.2)
 
 
 def test_a_budget_is_refused_with_multiworker(monkeypatch):

@@ -4,6 +4,7 @@ import csv
 import json
 import os
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from tiny import TINY  # the tiny synthetic recipe, shared by every module
@@ -207,3 +208,67 @@ def test_with_ema_decay_batchnorm_statistics_are_averaged_too_and_resume_restore
     _restore_training_state(model, os.path.join(run.path, "state", "epoch_001.npz"), tf.distribute.get_strategy(),
                             average)
     assert all(np.array_equal(a.numpy(), b) for a, b in zip(average.averages, averaged, strict=True))
+
+
+def test_progressive_resizing_trains_the_first_epochs_small_resumes_at_full_size_and_saves_full_size(
+        tmp_path, monkeypatch):
+    from mobilecls._tf import keras
+    from mobilecls.training import train
+
+    recipe = recipes.replace(TINY, train={"epochs": 2, "low_resolution": 16, "low_resolution_fraction": 0.5})
+    pipelines, original_batches = [], train.training_batches
+
+    def spy(*args, **kwargs):
+        pipelines.append((kwargs["first_epoch"], kwargs["image_size"]))
+        return original_batches(*args, **kwargs)
+
+    original_end = train._Monitor.on_train_batch_end
+
+    def interrupt_in_second_epoch(self, batch, logs=None):
+        if self.epoch == 1 and batch == 3:
+            raise KeyboardInterrupt
+        original_end(self, batch, logs)
+
+    monkeypatch.setattr(train, "training_batches", spy)
+    monkeypatch.setattr(train._Monitor, "on_train_batch_end", interrupt_in_second_epoch)
+    out = str(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(recipe, out, quiet=True)
+    monkeypatch.setattr(train._Monitor, "on_train_batch_end", original_end)
+    run = train.fit(None, out, resume=True, quiet=True)
+    # epoch 1 at 16 px, epoch 2 at 32 px, and the resumed run went on at 32 px
+    assert pipelines == [(0, 16), (1, None), (1, None)]
+    with open(os.path.join(out, "history.csv"), encoding="utf-8") as handle:
+        assert [float(row["image_size"]) for row in csv.DictReader(handle)] == [16, 32]
+    best = keras.models.load_model(run.model_path, compile=False)
+    assert best.input_shape == (None, 32, 32, 3)
+    with pytest.raises(ValueError, match="incompatible"):  # the saved model checks its size again
+        best(np.zeros((1, 16, 16, 3), np.float32))
+    assert run.metrics["val"]["accuracy"] > 0
+
+
+def test_distillation_mixes_the_teachers_probabilities_into_every_training_batch(tmp_path, monkeypatch, run):
+    from mobilecls._tf import keras
+    from mobilecls.models import build_model
+    from mobilecls.training import train
+
+    mixed, original = [], train.distilled
+
+    def spy(batches, teacher, weight):
+        mixed.append((teacher, weight))
+        return original(batches, teacher, weight)
+
+    monkeypatch.setattr(train, "distilled", spy)
+    recipe = recipes.replace(TINY, train={"teacher": run.model_path, "distill": 0.5})
+    distilled_run = train.fit(recipe, str(tmp_path / "run"), quiet=True)
+    (teacher, weight), = mixed  # one training pipeline (no budget probe), distilled at 0.5
+    expected = keras.models.load_model(run.model_path, compile=False)
+    assert weight == 0.5 and all(np.array_equal(a, b) for a, b in zip(teacher.get_weights(),
+                                                                        expected.get_weights(), strict=True))
+    assert recipes.load(os.path.join(distilled_run.path, "recipe.yaml")).train.teacher == run.model_path
+    # a teacher with other classes is refused before a run folder exists
+    other = tmp_path / "five.keras"
+    build_model("shufflenet_v2", width=0.5, input_size=32, num_classes=5).save(other)
+    with pytest.raises(ValueError, match=r"teacher .*five.keras maps \(32, 32, 3\) to \(5,\); shufflenet_v2 maps"):
+        train.fit(recipes.replace(recipe, train={"teacher": str(other)}), str(tmp_path / "refused"), quiet=True)
+    assert not (tmp_path / "refused").exists()

@@ -66,3 +66,25 @@ def test_a_pipeline_started_at_epoch_e_gives_the_batches_of_epoch_e():
         orders = [np.concatenate([x.numpy()[:, 4, 4, 0] for x, _ in whole[e * steps:(e + 1) * steps]])
                   for e in range(3)]
         assert not np.array_equal(orders[0], orders[1])  # a new order every epoch
+
+
+def test_low_resolution_batches_are_the_same_batches_resized_with_antialiasing():
+    from mobilecls._tf import tf
+
+    labels = np.arange(40) % 10
+    images = np.random.default_rng(2).integers(0, 255, (40, 16, 16, 3), dtype=np.uint8)
+    augment = AugmentSection(crop_padding=2, flip=True, cutout=4)
+    full = [b for _, b in zip(range(2), training_batches(images, labels, 16, augment, 10, seed=4), strict=False)]
+    low = [b for _, b in zip(range(2), training_batches(images, labels, 16, augment, 10, seed=4, image_size=8),
+                             strict=False)]
+    for (x_full, y_full), (x_low, y_low) in zip(full, low, strict=True):
+        assert x_low.shape == (16, 8, 8, 3) and x_low.dtype.name == "float32"
+        np.testing.assert_array_equal(y_low.numpy(), y_full.numpy())
+        # antialiased bilinear at 2x: a [1, 3, 3, 1] / 8 triangle filter along each axis (interior pixels)
+        taps = np.array([1, 3, 3, 1]) / 8
+        rows = np.stack([np.tensordot(x_full.numpy()[:, 2 * i - 1:2 * i + 3], taps, axes=([1], [0]))
+                         for i in range(1, 7)], axis=1)                      # (16, 6, 16, 3)
+        both = np.stack([np.tensordot(rows[:, :, 2 * j - 1:2 * j + 3], taps, axes=([2], [0]))
+                         for j in range(1, 7)], axis=2)                      # (16, 6, 6, 3)
+        np.testing.assert_allclose(x_low.numpy()[:, 1:7, 1:7], both, atol=1e-3)
+        assert not np.allclose(x_low.numpy(), tf.image.resize(x_full, [8, 8], method="nearest").numpy())

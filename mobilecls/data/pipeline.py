@@ -52,7 +52,7 @@ def augment_batch(images, augment, seed):
 
 
 def training_batches(images, labels, batch_size, augment, num_classes, label_smoothing=0.0, seed=0,
-                     first_epoch=0):
+                     first_epoch=0, image_size=None):
     """An endless, shuffled, augmented, prefetched ``tf.data.Dataset`` of (pixels, one-hot).
 
     Epoch ``e``'s order and augmentation are functions of ``(seed, e)`` alone, not of how many
@@ -69,6 +69,8 @@ def training_batches(images, labels, batch_size, augment, num_classes, label_smo
         label_smoothing: applied to the one-hot targets.
         seed: makes shuffling and augmentation reproducible.
         first_epoch: the epoch (from 0) whose batches come first.
+        image_size: resize each augmented batch to this side (bilinear, antialiased): the low
+            resolution epochs of progressive resizing. None keeps the images' size.
     """
     steps = len(images) // batch_size
     # Held once as tensors; each batch gathers its images by index (one vectorised copy per batch).
@@ -87,6 +89,8 @@ def training_batches(images, labels, batch_size, augment, num_classes, label_smo
 
     def transform(indices, step):
         batch = augment_batch(tf.gather(pixels, indices), augment, tf.stack([seed, step]))
+        if image_size:
+            batch = tf.image.resize(batch, [image_size, image_size], method="bilinear", antialias=True)
         one_hot = tf.one_hot(tf.gather(targets, indices), num_classes)
         if label_smoothing:
             one_hot = one_hot * (1 - label_smoothing) + label_smoothing / num_classes

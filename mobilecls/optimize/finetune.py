@@ -49,6 +49,13 @@ def check_distill(weight):
         raise ValueError(f"distill must be in 0..1, got {weight}")
 
 
+def check_teacher(teacher, teacher_path, model, model_name):
+    """Raises ValueError unless ``teacher`` takes ``model``'s input and gives its classes."""
+    if teacher.input_shape[1:] != model.input_shape[1:] or teacher.output_shape[1:] != model.output_shape[1:]:
+        raise ValueError(f"teacher {teacher_path} maps {teacher.input_shape[1:]} to {teacher.output_shape[1:]}; "
+                         f"{model_name} maps {model.input_shape[1:]} to {model.output_shape[1:]}")
+
+
 def distilled(batches, teacher, weight):
     """``batches`` of (pixels, targets) with targets (1 - weight) * targets + weight * the
     teacher's softmax on those pixels (the teacher runs in inference mode in the input pipeline)."""

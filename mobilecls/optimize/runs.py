@@ -3,7 +3,7 @@
 import os
 
 from mobilecls.files import staging_folder, write_json
-from mobilecls.optimize.finetune import check_distill, fine_tune
+from mobilecls.optimize.finetune import check_distill, check_teacher, fine_tune
 
 
 def _output_folder(out):
@@ -80,10 +80,8 @@ def prune_run(model_path, data, out, sparsity=0.5, schedule="polynomial", struct
     def check_model(model):
         if policy == "xnnpack":
             prune.xnnpack_policy(model)  # raises, naming why the model does not qualify
-        if teacher is not None and (teacher.input_shape[1:] != model.input_shape[1:]
-                                    or teacher.output_shape[1:] != model.output_shape[1:]):
-            raise ValueError(f"teacher {teacher_path} maps {teacher.input_shape[1:]} to {teacher.output_shape[1:]}; "
-                             f"{model_path} maps {model.input_shape[1:]} to {model.output_shape[1:]}")
+        if teacher is not None:
+            check_teacher(teacher, teacher_path, model, model_path)
 
     model, dataset = _load(model_path, data, data_dir, val_fraction, check_model)
     teacher = model if teacher is None else teacher

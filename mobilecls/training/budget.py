@@ -96,7 +96,7 @@ def check_time_left(minutes, elapsed_s):
                          f"{elapsed_s:.1f} s, the whole budget")
 
 
-def epochs_within(budget_s, elapsed_s, cost, steps, eval_batches, final_batches):
+def epochs_within(budget_s, elapsed_s, cost, steps, eval_batches, final_batches, low_resolution=None):
     """Whole epochs that fit in what is left of ``budget_s``.
 
     Args:
@@ -106,14 +106,31 @@ def epochs_within(budget_s, elapsed_s, cost, steps, eval_batches, final_batches)
         steps: training steps per epoch.
         eval_batches: validation batches after each epoch.
         final_batches: batches of the final metrics pass (validation and test splits).
+        low_resolution: progressive resizing, ``(EpochCost of a low-resolution epoch, fraction)``:
+            ``low_resolution_epochs(epochs, fraction)`` of the epochs cost that instead.
 
     Raises:
         ValueError: not even one epoch fits.
     """
     epoch_s = cost.epoch_seconds(steps, eval_batches)
+    low_cost, fraction = low_resolution or (cost, 0.0)
+    low_epoch_s = low_cost.epoch_seconds(steps, eval_batches)
+
+    def seconds(epochs):
+        low = low_resolution_epochs(epochs, fraction)
+        return low * low_epoch_s + (epochs - low) * epoch_s
+
     left = (budget_s - elapsed_s - final_batches * cost.eval_batch_s) * (1.0 - SAFETY_MARGIN)
-    epochs = math.floor(left / epoch_s) if left > 0 else 0
+    epochs = math.floor(left / min(epoch_s, low_epoch_s)) if left > 0 else 0  # an upper bound
+    while epochs and seconds(epochs) > left:
+        epochs -= 1
     if epochs < 1:
         raise ValueError(f"train.time_budget_minutes={budget_s / 60:g} fits no epoch here: one epoch takes "
                          f"about {epoch_s:.0f} s and {elapsed_s:.0f} s went to loading data and timing the model")
     return epochs
+
+
+def low_resolution_epochs(epochs, fraction):
+    """How many of ``epochs`` progressive resizing trains at low resolution: the first
+    ``fraction`` of them, rounded half up, and never the last one."""
+    return max(0, min(math.floor(fraction * epochs + 0.5), epochs - 1))

@@ -21,6 +21,8 @@ from mobilecls.errors import RunFailed
 from mobilecls.evaluation.metrics import classification_metrics
 from mobilecls.files import replacing, staging_folder, write_atomically, write_json
 from mobilecls.models import build_model
+from mobilecls.models.io import load_keras_model
+from mobilecls.optimize.finetune import check_teacher, distilled
 from mobilecls.training import budget, run_state
 
 
@@ -109,11 +111,12 @@ class Run:
 
 
 class _Monitor(keras.callbacks.Callback):
-    """Images/s per epoch, one progress line, and a clear stop on a NaN loss."""
+    """Images/s and image size per epoch, one progress line, and a clear stop on a NaN loss."""
 
-    def __init__(self, batch_size, steps, quiet):
+    def __init__(self, batch_size, steps, quiet, image_size=None):
         super().__init__()
         self.batch_size, self.steps, self.quiet = batch_size, steps, quiet
+        self.image_size = image_size  # the side the epoch trains at (progressive resizing changes it)
         self.nan_at, self.throughput = None, []
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -129,9 +132,12 @@ class _Monitor(keras.callbacks.Callback):
         self.throughput.append(rate)
         if logs is not None:
             logs["images_per_sec"] = rate
+            if self.image_size:
+                logs["image_size"] = self.image_size
         if not self.quiet:
-            print(f"epoch {epoch + 1}: {rate:.0f} images/s, val_accuracy {logs.get('val_accuracy', float('nan')):.4f}",
-                  flush=True)
+            size = f" at {self.image_size} px" if self.image_size else ""
+            print(f"epoch {epoch + 1}: {rate:.0f} images/s{size}, val_accuracy "
+                  f"{logs.get('val_accuracy', float('nan')):.4f}", flush=True)
 
 
 class WeightAverage(keras.callbacks.Callback):
@@ -326,6 +332,41 @@ def _check_splits(data, recipe):
                      f"images (the fewest has {int(per_class.min()) if len(per_class) else 0})")
 
 
+def _accept_any_image_size(model, side):
+    """Let ``model`` (built for one input size) train on ``side`` x ``side`` images too, or refuse.
+
+    Convolutions and global pooling take any size; Keras only checks the input against the
+    shape the model was built with, so the check is relaxed to "4-D, 3 channels" on this model
+    object (a saved and reloaded model checks its size again). A layer fixed to the built size
+    (ShuffleNetV1's channel-shuffle Reshape) fails the trial call here, before anything trains.
+
+    Raises:
+        ValueError: the model cannot run at ``side``.
+    """
+    model.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: 3})
+    try:
+        model(tf.zeros((1, side, side, 3)), training=False)
+    except Exception as error:  # Keras raises several types for a shape it cannot take
+        reason = str(error).splitlines()[0][:160]
+        raise ValueError(f"train.low_resolution={side}: {model.name} cannot take {side}x{side} images, only the "
+                         f"size it was built for ({reason}); set train.low_resolution to null") from None
+
+
+def _load_teacher(recipe, kwargs):
+    """``train.teacher`` loaded and checked against the model the recipe builds (None without one).
+
+    Raises:
+        FileNotFoundError, ValueError: not a model file, or other input size or classes.
+    """
+    if not recipe.train.teacher:
+        return None
+    teacher = load_keras_model(recipe.train.teacher)
+    check_teacher(teacher, recipe.train.teacher, build_model(recipe.model.name, **kwargs), recipe.model.name)
+    if recipe.train.low_resolution:
+        _accept_any_image_size(teacher, recipe.train.low_resolution)
+    return teacher
+
+
 def _float32_copy(model, kwargs, name):
     """The same model built in float32 with the trained weights (a bf16 model won't convert)."""
     keras.mixed_precision.set_global_policy("float32")
@@ -426,18 +467,27 @@ def fit(recipe, out, resume=False, quiet=False, strategy="default"):
     steps = len(train.images) // batch_size
     num_classes = len(data.class_names)
     kwargs = recipe.model.builder_kwargs(train.images.shape[1], num_classes)
+    full_size, low_size = kwargs["input_size"], recipe.train.low_resolution
+    if low_size and low_size >= full_size:
+        raise ValueError(f"train.low_resolution={low_size} must be smaller than the model's input size {full_size}")
     val_targets = tf.one_hot(val.labels, num_classes)
     validation = tf.data.Dataset.from_tensor_slices((val.images, val_targets)).batch(EVAL_BATCH).map(
         lambda x, y: (tf.cast(x, tf.float32), y))
 
-    def batches(first_epoch=0):
-        return training_batches(train.images, train.labels, batch_size, recipe.augment, num_classes,
-                                recipe.train.label_smoothing, recipe.train.seed, first_epoch=first_epoch)
+    teacher = _load_teacher(recipe, kwargs)
+
+    def batches(first_epoch=0, image_size=None):
+        pipeline = training_batches(train.images, train.labels, batch_size, recipe.augment, num_classes,
+                                    recipe.train.label_smoothing, recipe.train.seed, first_epoch=first_epoch,
+                                    image_size=image_size)
+        return distilled(pipeline, teacher, recipe.train.distill) if teacher else pipeline
 
     def compiled_model(recipe):
         """The model, compiled, and its ``WeightAverage``."""
         with distribution.scope():
             model = build_model(recipe.model.name, **kwargs)
+            if low_size:
+                _accept_any_image_size(model, low_size)
             model.compile(optimizer=make_optimizer(recipe, steps),
                           loss=keras.losses.CategoricalCrossentropy(from_logits=True),
                           metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(5, name="top5")])
@@ -453,7 +503,7 @@ def fit(recipe, out, resume=False, quiet=False, strategy="default"):
             plan = None
             if recipe.train.time_budget_minutes:
                 budget.check_time_left(recipe.train.time_budget_minutes, time.perf_counter() - entered)
-                recipe, plan = _plan_epochs(recipe, strategy, *compiled_model(recipe), batches(), validation, data,
+                recipe, plan = _plan_epochs(recipe, strategy, *compiled_model(recipe), batches, validation, data,
                                             steps, batch_size, time.perf_counter() - entered, quiet)
                 keras.utils.set_random_seed(recipe.train.seed)  # the probe drew from the global seed
             # before the folder exists: a model that cannot be built leaves none
@@ -462,10 +512,18 @@ def fit(recipe, out, resume=False, quiet=False, strategy="default"):
             _create_run_folder(out, recipe, data.class_names, state)
             created = True
         monitor = _Monitor(batch_size, steps, quiet)
-        done = state["epochs_done"]
-        model.fit(batches(first_epoch=done), epochs=recipe.train.epochs, initial_epoch=done, steps_per_epoch=steps,
-                  validation_data=validation, callbacks=_epoch_callbacks(out, monitor, average, state),
-                  verbose=0 if quiet else 2)
+        callbacks = _epoch_callbacks(out, monitor, average, state)
+        low_epochs = (budget.low_resolution_epochs(recipe.train.epochs, recipe.train.low_resolution_fraction)
+                      if low_size else 0)
+        # progressive resizing: a fit call per image size (each traces its own training step)
+        for end, size in ((low_epochs, low_size), (recipe.train.epochs, None)):
+            done = state["epochs_done"]
+            if done >= end or monitor.nan_at:
+                continue
+            monitor.image_size = (size or full_size) if low_size else None
+            model.fit(batches(first_epoch=done, image_size=size), epochs=end, initial_epoch=done,
+                      steps_per_epoch=steps, validation_data=validation, callbacks=callbacks,
+                      verbose=0 if quiet else 2)
         if monitor.nan_at:
             epoch, step = monitor.nan_at
             raise RunFailed(f"loss became NaN at epoch {epoch}, step {step}; the run stopped. Lower "
@@ -526,29 +584,44 @@ def _finished_run(out, quiet):
 
 
 def _plan_epochs(recipe, strategy, probe, average, batches, validation, data, steps, batch_size, elapsed_s, quiet):
-    """The recipe with as many epochs as fit in ``train.time_budget_minutes``, and the plan."""
+    """The recipe with as many epochs as fit in ``train.time_budget_minutes``, and the plan.
+
+    ``batches(image_size=None)`` makes the training pipeline; with ``train.low_resolution`` the
+    probe also times epochs at that size, which progressive resizing makes cheaper.
+    """
     if strategy == "multiworker":  # each worker would time itself and could plan a different run
         raise ValueError("train.time_budget_minutes needs strategy default or mirrored, not multiworker")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:  # the probe saves as the run will, but elsewhere
         os.makedirs(os.path.join(folder, "checkpoints"))
         callbacks = _epoch_callbacks(folder, _Monitor(batch_size, steps, quiet=True), average)
-        cost = budget.measure_epoch_cost(probe, batches, validation, callbacks)
+        cost = budget.measure_epoch_cost(probe, batches(), validation, callbacks)
+        low_size, fraction = recipe.train.low_resolution, recipe.train.low_resolution_fraction
+        if low_size:
+            callbacks = _epoch_callbacks(folder, _Monitor(batch_size, steps, quiet=True), average)
+            low_cost = budget.measure_epoch_cost(probe, batches(image_size=low_size), validation, callbacks)
     elapsed_s += time.perf_counter() - started
     eval_batches = math.ceil(len(data.splits["val"].images) / EVAL_BATCH)
     final_batches = sum(math.ceil(len(data.splits[split].images) / EVAL_BATCH)
                         for split in ("val", "test") if split in data.splits)
     budget_s = 60.0 * recipe.train.time_budget_minutes
-    epochs = budget.epochs_within(budget_s, elapsed_s, cost, steps, eval_batches, final_batches)
+    epochs = budget.epochs_within(budget_s, elapsed_s, cost, steps, eval_batches, final_batches,
+                                  low_resolution=(low_cost, fraction) if low_size else None)
     warmup = recipe.schedule.warmup_epochs
     if warmup and epochs <= warmup:
         raise ValueError(f"train.time_budget_minutes={recipe.train.time_budget_minutes:g} fits {epochs} "
                          f"epoch(s) here, not more than schedule.warmup_epochs={warmup:g}")
     epoch_s = cost.epoch_seconds(steps, eval_batches)
-    if not quiet:
-        print(f"time budget {recipe.train.time_budget_minutes:g} min: one epoch takes about {epoch_s:.0f} s "
-              f"here, so {epochs} epochs", flush=True)
     plan = {"minutes": recipe.train.time_budget_minutes, "epochs": epochs, "planned_epoch_s": epoch_s,
             "train_step_s": cost.train_step_s, "eval_batch_s": cost.eval_batch_s,
             "epoch_overhead_s": cost.epoch_overhead_s, "probe_done_at_s": elapsed_s}
+    low = ""
+    if low_size:
+        plan.update(low_resolution_epochs=budget.low_resolution_epochs(epochs, fraction),
+                    planned_low_resolution_epoch_s=low_cost.epoch_seconds(steps, eval_batches))
+        low = (f" ({plan['planned_low_resolution_epoch_s']:.0f} s at {low_size} px, "
+               f"{plan['low_resolution_epochs']} of them)")
+    if not quiet:
+        print(f"time budget {recipe.train.time_budget_minutes:g} min: one epoch takes about {epoch_s:.0f} s "
+              f"here{low}, so {epochs} epochs", flush=True)
     return recipes.replace(recipe, train={"epochs": epochs}), plan
