@@ -167,6 +167,29 @@ def test_report_ranks_per_layer_ptq_error_and_keeps_the_worst_layers_in_float(sa
     assert np.abs(kept_scores - plain_scores).max() > 0
 
 
+def test_report_measures_the_ranges_of_the_range_quantile_it_is_given(saved_model, tmp_path):
+    from mobilecls.data import load
+    from mobilecls.export.quantize import calibration_images
+    from mobilecls.export.quantize_debug import layer_errors
+    from mobilecls.models.io import load_keras_model
+
+    path, _, _ = saved_model
+    result = CliRunner().invoke(main, ["quantize", str(path), "--int8", "--data", "synthetic", "--calibration-steps",
+                                       "20", "--range-quantile", "0.9", "--report", "-o", str(tmp_path / "q.tflite")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "q_report.json").read_text())
+    assert report["range_quantile"] == 0.9
+    data = load("synthetic")
+    min_max = layer_errors(load_keras_model(str(path)), calibration_images(data, 20),
+                           calibration_images(data, 64, seed=1))
+    scales = {row["tensor"]: row["scale"] for row in min_max}
+    clipped = {row["tensor"]: row["scale"] for row in report["layers"]}
+    assert clipped.keys() == scales.keys()
+    # the 0.9 quantile of 20 images' maxima lies within their max: no wider range, several narrower
+    assert all(clipped[t] <= scales[t] * (1 + 1e-6) for t in scales)
+    assert sum(clipped[t] < 0.99 * scales[t] for t in scales) >= 10
+
+
 @pytest.mark.slow  # three more conversions with calibration, ~1 min
 def test_layers_kept_in_float_are_float_in_the_file_and_nearly_all_give_the_float_model(saved_model, pixels):
     from mobilecls.export.convert import inspect_tflite, to_tflite

@@ -132,7 +132,7 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, c
 
 
 def ptq_report(model_path, data, calibration_steps=256, debug_steps=64, worst=5, split="val", data_dir=None,
-               val_fraction=0.1):
+               val_fraction=0.1, range_quantile=1.0):
     """Where post-training int8 quantization of a float model loses accuracy (see quantize_debug).
 
     Raises:
@@ -152,6 +152,6 @@ def ptq_report(model_path, data, calibration_steps=256, debug_steps=64, worst=5,
     _check_images_fit(model, calibration, data)
     part = dataset.splits[split]
     report = quantization_report(model, calibration, calibration_images(dataset, debug_steps, seed=1),
-                                 part.images, part.labels, worst=worst)
+                                 part.images, part.labels, worst=worst, range_quantile=range_quantile)
     report.update({"model": os.path.basename(model_path), "data": data, "split": split})
     return report

@@ -6,6 +6,7 @@ error. Following TensorFlow's guide, ops are ranked by RMSE / output scale: unif
 noise alone gives 1/sqrt(12) = 0.29; much more than that means the op itself quantizes badly.
 """
 
+import contextlib
 import csv
 import io
 import math
@@ -15,6 +16,15 @@ import numpy as np
 from mobilecls.export.convert import layer_of_tensor
 
 ROUNDING_NOISE = 1 / math.sqrt(12)
+
+
+def _ranges(calibration, range_quantile):
+    """Within: the debugger's conversions calibrate as ``to_tflite(range_quantile=...)`` does."""
+    from mobilecls.export.calibration_ranges import calibration_edited, check_range_quantile, clipped_ranges
+
+    if check_range_quantile(range_quantile) == 1.0:
+        return contextlib.nullcontext()
+    return calibration_edited(clipped_ranges(calibration, range_quantile))
 
 
 def _debugger(model, calibration, debug_images, denylisted=()):
@@ -28,20 +38,22 @@ def _debugger(model, calibration, debug_images, denylisted=()):
         debug_options=options)
 
 
-def layer_errors(model, calibration, debug_images):
+def layer_errors(model, calibration, debug_images, range_quantile=1.0):
     """Per-op error of post-training int8 quantization, in execution order.
 
     Args:
         model: a float tf_keras model taking pixels 0..255.
         calibration: float32 images (N, H, W, 3) for the converter's calibration.
         debug_images: float32 images the quantized and float ops are compared on.
+        range_quantile: the activation ranges' quantile (``to_tflite``; 1 = min / max).
 
     Returns:
         A list of dicts: op, tensor (its name in the file, what ``with_layers_in_float`` takes),
         layer, elements, rmse_over_scale, mean_error, max_abs_error, scale.
     """
-    debugger = _debugger(model, calibration, debug_images)
-    debugger.run()
+    with _ranges(calibration, range_quantile):
+        debugger = _debugger(model, calibration, debug_images)
+        debugger.run()
     dump = io.StringIO()
     debugger.layer_statistics_dump(dump)
     rows, output_layer = [], model.layers[-1].name
@@ -57,12 +69,13 @@ def layer_errors(model, calibration, debug_images):
     return rows
 
 
-def with_layers_in_float(model, calibration, debug_images, tensors):
+def with_layers_in_float(model, calibration, debug_images, tensors, range_quantile=1.0):
     """An int8 .tflite (float32 io) in which the ops producing ``tensors`` stay in float."""
-    return _debugger(model, calibration, debug_images, denylisted=tensors).get_nondebug_quantized_model()
+    with _ranges(calibration, range_quantile):
+        return _debugger(model, calibration, debug_images, denylisted=tensors).get_nondebug_quantized_model()
 
 
-def quantization_report(model, calibration, debug_images, images, labels, worst=5):
+def quantization_report(model, calibration, debug_images, images, labels, worst=5, range_quantile=1.0):
     """Per-layer PTQ error, the ``worst`` layers, and accuracy with those layers kept in float.
 
     Args:
@@ -71,6 +84,7 @@ def quantization_report(model, calibration, debug_images, images, labels, worst=
         debug_images: images the per-layer errors are measured on.
         images, labels: the evaluation split for the accuracies.
         worst: how many of the worst layers to keep in float.
+        range_quantile: the activation ranges' quantile (``to_tflite``; 1 = min / max).
 
     Returns:
         A dict: layers (execution order), worst (tensors, worst first), accuracy (float, int8,
@@ -79,12 +93,13 @@ def quantization_report(model, calibration, debug_images, images, labels, worst=
     from mobilecls.export.convert import to_tflite
     from mobilecls.runtime import predict_tflite
 
-    layers = layer_errors(model, calibration, debug_images)
+    layers = layer_errors(model, calibration, debug_images, range_quantile)
     ranked = sorted(layers, key=lambda row: row["rmse_over_scale"], reverse=True)[:worst]
     float_scores = model.predict(images.astype(np.float32), batch_size=256, verbose=0)
-    int8_scores = predict_tflite(to_tflite(model, "int8", calibration=[calibration]), images)
+    int8_scores = predict_tflite(to_tflite(model, "int8", calibration=[calibration], range_quantile=range_quantile),
+                                 images)
     kept_scores = predict_tflite(with_layers_in_float(model, calibration, debug_images,
-                                                      [row["tensor"] for row in ranked]), images)
+                                                      [row["tensor"] for row in ranked], range_quantile), images)
 
     def accuracy(scores):
         return float(np.mean(np.asarray(scores).argmax(axis=1) == labels))
@@ -92,5 +107,6 @@ def quantization_report(model, calibration, debug_images, images, labels, worst=
     return {"layers": layers, "worst": [row["tensor"] for row in ranked],
             "accuracy": {"float": accuracy(float_scores), "int8": accuracy(int8_scores),
                          "int8_worst_in_float": accuracy(kept_scores)},
-            "calibration_images": int(len(calibration)), "debug_images": int(len(debug_images)),
+            "range_quantile": range_quantile, "calibration_images": int(len(calibration)),
+            "debug_images": int(len(debug_images)),
             "evaluation_images": int(len(images)), "rounding_noise": ROUNDING_NOISE}
