@@ -6,7 +6,6 @@ import io
 import json
 import math
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -140,61 +139,97 @@ class _Monitor(keras.callbacks.Callback):
                   f"{logs.get('val_accuracy', float('nan')):.4f}", flush=True)
 
 
+STATISTICS_IMAGES = 2048  # training images BatchNorm statistics are recomputed on for the averaged weights
+STATISTICS_BATCH = 256
+
+
+def statistics_images(images, count=STATISTICS_IMAGES, seed=0):
+    """The fixed sample of training images (uint8) ``WeightAverage`` recomputes statistics on."""
+    return images[np.sort(np.random.default_rng(seed).permutation(len(images))[:count])]
+
+
 class WeightAverage(keras.callbacks.Callback):
     """With ``optimizer.ema_decay``: the averaged model that each epoch's validation measures and
     best.keras holds; inert without one.
 
     The optimizer averages the trainable weights (Keras' ``use_ema``; tf_keras 2.21 keeps one
-    average per variable in ``_model_variables_moving_average``, in its index order). This
-    callback also averages, with the same decay after every step, each BatchNormalization's moving
-    mean and variance, which are not trainable: averaged weights normalised by the statistics of
-    the current ones are a different network. Measured without it (MobileNetV1 0.75, CIFAR-10,
-    decay 0.999): validation at 10.00 % (one class) for epochs 1-9 while training accuracy rose
-    to 81 %.
+    average per variable in ``_model_variables_moving_average``, in its index order). BatchNorm's
+    moving statistics are not trainable, and neither the live ones nor an average of them fit the
+    averaged weights: as for stochastic weight averaging, they are recomputed for the averaged
+    weights, a cumulative average over ``images`` (a fixed sample of the training split) in
+    training mode, once per step count and kept for that epoch's validation, checkpoint and
+    best.keras. Measured on a MobileNetV1 0.75 CIFAR-10 fit (decay 0.999), epoch 9's averaged
+    weights on 1,000 val images: 16.6 % with averaged statistics, 78.8 % with recomputed ones.
     """
 
-    def __init__(self, model, decay):
+    def __init__(self, model, decay, images=None):
         super().__init__()
-        self.decay = decay
-        self.statistics = [variable for variable in model.non_trainable_variables
-                           if re.search(r"moving_(mean|variance):0$", variable.name)] if decay else []
-        self.averages = [tf.Variable(variable.read_value(), trainable=False) for variable in self.statistics]
+        self.decay, self.images = decay, images
+        self.normalizations = [layer for layer in model.submodules
+                               if isinstance(layer, keras.layers.BatchNormalization)] if decay else []
+        self._held, self._statistics_at, self._statistics = None, None, None
 
-    def on_train_batch_end(self, batch, logs=None):
-        if self.statistics:
-            self._update()
-
-    @tf.function
-    def _update(self):
-        for variable, average in zip(self.statistics, self.averages, strict=True):
-            average.assign(self.decay * average + (1.0 - self.decay) * variable)
-
-    def swap(self, model):
-        """Exchange the model's weights and statistics with their moving averages."""
+    def _variables(self, model):
         optimizer = model.optimizer
-        if not self.decay or not hasattr(optimizer, "_model_variables_moving_average"):
-            return  # no average, or the optimizer has not been built yet (no step taken)
-        pairs = [(variable, optimizer._model_variables_moving_average[optimizer._index_dict[optimizer._var_key(
-            variable)]]) for variable in model.trainable_variables]
-        for variable, average in [*pairs, *zip(self.statistics, self.averages, strict=True)]:
-            held = variable.numpy()
+        averages = [optimizer._model_variables_moving_average[optimizer._index_dict[optimizer._var_key(variable)]]
+                    for variable in model.trainable_variables]
+        statistics = [variable for layer in self.normalizations for variable in (layer.moving_mean,
+                                                                                  layer.moving_variance)]
+        return averages, statistics
+
+    def swap_in(self, model):
+        """Put the averaged weights and their statistics into ``model``; returns what to restore
+        (None: no average, or the optimizer has not been built yet: no step taken)."""
+        if not self.decay or not hasattr(model.optimizer, "_model_variables_moving_average"):
+            return None
+        averages, statistics = self._variables(model)
+        live = model.trainable_variables
+        held = [variable.numpy() for variable in [*live, *statistics]]
+        for variable, average in zip(live, averages, strict=True):
             variable.assign(average)
-            average.assign(held)
+        step = int(model.optimizer.iterations.numpy())
+        if self._statistics_at != step:
+            self._recompute_statistics(model)
+            self._statistics_at, self._statistics = step, [variable.numpy() for variable in statistics]
+        for variable, value in zip(statistics, self._statistics, strict=True):
+            variable.assign(value)
+        return held
+
+    def swap_out(self, model, held):
+        """Undo ``swap_in``."""
+        if held is not None:
+            _, statistics = self._variables(model)
+            for variable, value in zip([*model.trainable_variables, *statistics], held, strict=True):
+                variable.assign(value)
+
+    def _recompute_statistics(self, model):
+        """Each BatchNormalization's moving mean and variance: the mean over ``images``' batches of
+        the batch statistics (momentum k / (k + 1) for the k-th batch, from 0)."""
+        momenta = [layer.momentum for layer in self.normalizations]
+        try:
+            for k, start in enumerate(range(0, len(self.images), STATISTICS_BATCH)):
+                for layer in self.normalizations:
+                    layer.momentum = k / (k + 1)
+                model(tf.cast(self.images[start:start + STATISTICS_BATCH], tf.float32), training=True)
+        finally:
+            for layer, momentum in zip(self.normalizations, momenta, strict=True):
+                layer.momentum = momentum
 
     @contextlib.contextmanager
     def swapped(self, model):
         """Inside: ``model`` holds the averages (as validation measured them)."""
-        self.swap(model)
+        held = self.swap_in(model)
         try:
             yield model
         finally:
-            self.swap(model)
+            self.swap_out(model, held)
 
     def on_test_begin(self, logs=None):
-        self.swap(self.model)
+        self._held = self.swap_in(self.model)
 
     def on_test_end(self, logs=None):
-        self.swap(self.model)
+        self.swap_out(self.model, self._held)
+        self._held = None
 
 
 class _Recorder(keras.callbacks.Callback):
@@ -221,7 +256,7 @@ class _Recorder(keras.callbacks.Callback):
         with self.average.swapped(self.model), replacing(os.path.join(self.folder, checkpoint)) as temporary:
             self.model.save_weights(temporary)
         resume_file = f"state/epoch_{number:03d}.npz"
-        write_atomically(os.path.join(self.folder, resume_file), _training_state(self.model, self.average))
+        write_atomically(os.path.join(self.folder, resume_file), _training_state(self.model))
         value = float(logs.get("val_accuracy", float("nan")))
         if state["best"] is None or value > state["best"]["val_accuracy"]:
             with self.average.swapped(self.model), replacing(os.path.join(self.folder, "best.keras")) as temporary:
@@ -241,19 +276,18 @@ class _Recorder(keras.callbacks.Callback):
             os.unlink(os.path.join(self.folder, path))
 
 
-def _training_state(model, average):
-    """Weights, optimizer variables (step, momenta, averages) and the averaged BatchNorm statistics
-    (``WeightAverage``) as .npz bytes: what resuming restores."""
+def _training_state(model):
+    """Weights and optimizer variables (step, momenta, weight averages) as .npz bytes: what
+    resuming restores."""
     arrays = {f"weight_{index}": value for index, value in enumerate(model.get_weights())}
     arrays.update({f"optimizer_{index}": variable.numpy() for index, variable in enumerate(model.optimizer.variables)})
-    arrays.update({f"statistics_{index}": variable.numpy() for index, variable in enumerate(average.averages)})
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return buffer.getvalue()
 
 
-def _restore_training_state(model, path, distribution, average):
-    """Put what ``_training_state`` saved back into a compiled model and its ``WeightAverage``."""
+def _restore_training_state(model, path, distribution):
+    """Put what ``_training_state`` saved back into a compiled model."""
     with np.load(path) as arrays:
         weights = [arrays[f"weight_{index}"] for index in range(len(model.get_weights()))]
         with distribution.scope():
@@ -264,10 +298,6 @@ def _restore_training_state(model, path, distribution, average):
         model.set_weights(weights)
         for index, variable in enumerate(variables):
             variable.assign(arrays[f"optimizer_{index}"])
-        for index, variable in enumerate(average.averages):
-            # states saved before the statistics were averaged: start them from the current ones
-            variable.assign(arrays[f"statistics_{index}"] if f"statistics_{index}" in arrays else
-                            average.statistics[index].read_value())
 
 
 def _epoch_callbacks(folder, monitor, average, state=None):
@@ -299,7 +329,7 @@ def _create_run_folder(out, recipe, class_names, state):
         run_state.commit(staging, state)
 
 
-def _prepare_resume(out, state, model, distribution, average):
+def _prepare_resume(out, state, model, distribution):
     """Drop what the manifest does not vouch for, check what it does, and restore the training state."""
     run_state.remove_unrecorded(out, state)
     damaged = run_state.damaged_files(out, state)
@@ -316,7 +346,7 @@ def _prepare_resume(out, state, model, distribution, average):
                          f"{state['epochs_done']} was recorded (the run folder was changed by hand)")
     if state["epochs_done"]:
         _restore_training_state(model, os.path.join(out, f"state/epoch_{state['epochs_done']:03d}.npz"),
-                                distribution, average)
+                                distribution)
     run_state.commit(out, state)  # history.csv again from the manifest: a later epoch's rows go
 
 
@@ -491,14 +521,14 @@ def fit(recipe, out, resume=False, quiet=False, strategy="default"):
             model.compile(optimizer=make_optimizer(recipe, steps),
                           loss=keras.losses.CategoricalCrossentropy(from_logits=True),
                           metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(5, name="top5")])
-            return model, WeightAverage(model, recipe.optimizer.ema_decay)
+            return model, WeightAverage(model, recipe.optimizer.ema_decay, statistics_images(train.images))
 
     keras.mixed_precision.set_global_policy(recipe.train.mixed_precision or "float32")
     created = False
     try:
         if resume:
             model, average = compiled_model(recipe)
-            _prepare_resume(out, state, model, distribution, average)
+            _prepare_resume(out, state, model, distribution)
         else:
             plan = None
             if recipe.train.time_budget_minutes:
