@@ -191,7 +191,7 @@ def test_with_ema_decay_batchnorm_statistics_are_recomputed_for_the_averaged_wei
     best = keras.models.load_model(run.model_path, compile=False)
     # The stem's BatchNorm follows a convolution of the raw pixels: its moving mean must be the mean
     # over the sample's batches of the batch means of that convolution, with the averaged kernel.
-    sample = statistics_images(load(TINY.data.spec).splits["train"].images).astype(np.float32)
+    sample = statistics_images(load(TINY.data.spec).splits["train"].images, TINY.augment)
     stem = keras.Model(best.input, best.get_layer("stem").output)
     batch_means = [stem.predict(sample[start:start + STATISTICS_BATCH], verbose=0).mean(axis=(0, 1, 2))
                    for start in range(0, len(sample), STATISTICS_BATCH)]
@@ -200,6 +200,21 @@ def test_with_ema_decay_batchnorm_statistics_are_recomputed_for_the_averaged_wei
     with np.load(os.path.join(run.path, "state", "epoch_001.npz")) as state:  # the live statistics differ
         live = [state[name] for name in state.files if name.startswith("weight_")]
     assert not any(value.shape == recomputed.shape and np.allclose(value, recomputed) for value in live)
+
+
+def test_statistics_sample_mixes_the_classes_in_every_batch_and_is_augmented_as_in_training():
+    from mobilecls.training.train import STATISTICS_BATCH, statistics_images
+
+    # A split stored class by class (as a folder loads), each class one grey level.
+    grey = np.repeat(np.arange(1, 11, dtype=np.uint8) * 20, 400)
+    images = grey[:, None, None, None] * np.ones((1, 8, 8, 3), np.uint8)
+    augment = recipes.AugmentSection(crop_padding=2, flip=True, cutout=0)
+    sample = statistics_images(images, augment)
+    assert sample.shape == (2048, 8, 8, 3) and sample.dtype == np.float32
+    for start in range(0, len(sample), STATISTICS_BATCH):
+        assert len(np.unique(sample[start:start + STATISTICS_BATCH].max(axis=(1, 2, 3)))) == 10
+    assert (sample == 0).any(axis=(1, 2, 3)).mean() > 0.5  # shifted crops bring in the zero padding
+    np.testing.assert_array_equal(sample, statistics_images(images, augment))
 
 
 def test_progressive_resizing_trains_the_first_epochs_small_resumes_at_full_size_and_saves_full_size(

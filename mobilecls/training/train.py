@@ -15,7 +15,7 @@ import numpy as np
 from mobilecls import recipes
 from mobilecls._tf import keras, tf
 from mobilecls.data import load as load_data
-from mobilecls.data.pipeline import evaluation_batches, training_batches
+from mobilecls.data.pipeline import augment_batch, evaluation_batches, training_batches
 from mobilecls.errors import RunFailed
 from mobilecls.evaluation.metrics import classification_metrics
 from mobilecls.files import replacing, staging_folder, write_atomically, write_json
@@ -143,9 +143,21 @@ STATISTICS_IMAGES = 2048  # training images BatchNorm statistics are recomputed 
 STATISTICS_BATCH = 256
 
 
-def statistics_images(images, count=STATISTICS_IMAGES, seed=0):
-    """The fixed sample of training images (uint8) ``WeightAverage`` recomputes statistics on."""
-    return images[np.sort(np.random.default_rng(seed).permutation(len(images))[:count])]
+def statistics_images(images, augment, count=STATISTICS_IMAGES, seed=0):
+    """The fixed sample ``WeightAverage`` recomputes BatchNorm statistics on (float32 pixels 0..255).
+
+    ``count`` training images in a random order, so that every batch mixes the classes as a
+    training batch does (a folder split is stored class by class: batches of one or two classes
+    understate the deep layers' variance), with the recipe's augmentation, the inputs the network
+    learned its statistics on. Measured on the final live weights of a MobileNetV1 0.75 fit, 2,000
+    val images: live statistics 86.65 %, recomputed on this sample 86.65 %, on the same images
+    without augmentation 82.85 %, on class-sorted batches 84.60 %.
+    """
+    chosen = images[np.random.default_rng(seed).permutation(len(images))[:count]]
+    return np.concatenate([
+        augment_batch(tf.constant(chosen[start:start + STATISTICS_BATCH]), augment,
+                      tf.constant([seed, start], tf.int64)).numpy()
+        for start in range(0, len(chosen), STATISTICS_BATCH)])
 
 
 class WeightAverage(keras.callbacks.Callback):
@@ -156,10 +168,10 @@ class WeightAverage(keras.callbacks.Callback):
     average per variable in ``_model_variables_moving_average``, in its index order). BatchNorm's
     moving statistics are not trainable, and neither the live ones nor an average of them fit the
     averaged weights: as for stochastic weight averaging, they are recomputed for the averaged
-    weights, a cumulative average over ``images`` (a fixed sample of the training split) in
-    training mode, once per step count and kept for that epoch's validation, checkpoint and
-    best.keras. Measured on a MobileNetV1 0.75 CIFAR-10 fit (decay 0.999), epoch 9's averaged
-    weights on 1,000 val images: 16.6 % with averaged statistics, 78.8 % with recomputed ones.
+    weights, a cumulative average over ``images`` (``statistics_images``) in training mode, once
+    per step count and kept for that epoch's validation, checkpoint and best.keras. Measured on a
+    MobileNetV1 0.75 CIFAR-10 fit (decay 0.999), all 5,000 val images: epoch 9's averaged weights
+    16.3 % with averaged statistics, 82.8 % with recomputed ones; the last epoch's 87.92 / 87.94 %.
     """
 
     def __init__(self, model, decay, images=None):
@@ -210,7 +222,7 @@ class WeightAverage(keras.callbacks.Callback):
             for k, start in enumerate(range(0, len(self.images), STATISTICS_BATCH)):
                 for layer in self.normalizations:
                     layer.momentum = k / (k + 1)
-                model(tf.cast(self.images[start:start + STATISTICS_BATCH], tf.float32), training=True)
+                model(tf.constant(self.images[start:start + STATISTICS_BATCH]), training=True)
         finally:
             for layer, momentum in zip(self.normalizations, momenta, strict=True):
                 layer.momentum = momentum
@@ -521,7 +533,9 @@ def fit(recipe, out, resume=False, quiet=False, strategy="default"):
             model.compile(optimizer=make_optimizer(recipe, steps),
                           loss=keras.losses.CategoricalCrossentropy(from_logits=True),
                           metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(5, name="top5")])
-            return model, WeightAverage(model, recipe.optimizer.ema_decay, statistics_images(train.images))
+            decay = recipe.optimizer.ema_decay
+            sample = statistics_images(train.images, recipe.augment) if decay else None
+            return model, WeightAverage(model, decay, sample)
 
     keras.mixed_precision.set_global_policy(recipe.train.mixed_precision or "float32")
     created = False
