@@ -2,7 +2,7 @@
 
 Trains each listed model for a few warm steps (forward + backward + SGD update, float32, random
 in-memory data, batch 128), records ``--steps`` more with ``tf.profiler``, and prints:
-  - the wall time per step,
+  - the wall time per step and the process's CPU time per step (their ratio: how many cores were busy),
   - the op time per step (summed over the executor threads, so it can exceed the wall time),
   - the op types and the layer kinds (a unit's layer name without its stage_S_unit_U_ prefix;
     "grad" marks the backward pass) with the largest share of the op time.
@@ -10,7 +10,8 @@ in-memory data, batch 128), records ``--steps`` more with ``tf.profiler``, and p
     python benchmarks/op_profile.py shufflenet_v2:1.0 shufflenet_v1:1.0:groups=8 [--steps 5] [--top 12]
 
 A model is NAME:WIDTH[:KEY=VALUE...] as in train_throughput.py (kernel=split too). Run it on an idle machine: the
-shares are robust to load, the wall times are not.
+shares are robust to load, the wall times are not. ``--threads 1`` runs every op on one thread: an op
+type whose time barely drops from there to the default uses one core while the other waits.
 """
 
 import argparse
@@ -77,10 +78,11 @@ def profile(spec, steps, batch, size):
             step().numpy()
     logdir = tempfile.mkdtemp(prefix="op_profile_")
     tf.profiler.experimental.start(logdir)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for _ in range(steps):
         step().numpy()
     wall = (time.perf_counter() - started) / steps * 1000
+    cpu = (time.process_time() - cpu_started) / steps * 1000
     tf.profiler.experimental.stop()
     by_type, by_kind = collections.Counter(), collections.Counter()
     for op_name, op_type, ms in op_events(logdir):
@@ -88,7 +90,7 @@ def profile(spec, steps, batch, size):
         layer = next((part for part in op_name.split("/") if UNIT_PREFIX.match(part)), None)
         kind = UNIT_PREFIX.sub("", layer) if layer else "(not in a unit)"
         by_kind[("grad " if op_name.startswith("gradient_tape") else "") + kind] += ms / steps
-    return wall, by_type, by_kind
+    return wall, cpu, by_type, by_kind
 
 
 def main():
@@ -98,12 +100,17 @@ def main():
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--input-size", type=int, default=32)
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="intra- and inter-op threads (0: TensorFlow's default, one per core)")
     args = parser.parse_args()
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     for spec in args.models:
-        wall, by_type, by_kind = profile(spec, args.steps, args.batch, args.input_size)
+        wall, cpu, by_type, by_kind = profile(spec, args.steps, args.batch, args.input_size)
         total = sum(by_type.values())
-        print(f"\n{spec}: {wall:.0f} ms per step (wall), {total:.0f} ms of op time "
-              f"({args.batch * 1000 / wall:.0f} images/s)")
+        print(f"\n{spec}: {wall:.0f} ms per step (wall), {cpu:.0f} ms of process CPU time "
+              f"({cpu / wall:.2f} cores busy), {total:.0f} ms of op time ({args.batch * 1000 / wall:.0f} images/s)")
         for title, counter in (("op type", by_type), ("layer kind", by_kind)):
             print(f"  {title:<44} {'ms':>8} {'share':>7}")
             for key, ms in counter.most_common(args.top):
