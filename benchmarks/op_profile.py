@@ -10,8 +10,8 @@ in-memory data, batch 128), records ``--steps`` more with ``tf.profiler``, and p
     python benchmarks/op_profile.py shufflenet_v2:1.0 shufflenet_v1:1.0:groups=8 [--steps 5] [--top 12]
 
 A model is NAME:WIDTH[:KEY=VALUE...] as in train_throughput.py (kernel=split too). Run it on an idle machine: the
-shares are robust to load, the wall times are not. ``--threads 1`` runs every op on one thread: an op
-type whose time barely drops from there to the default uses one core while the other waits.
+shares are robust to load, the wall times are not. ``--threads 1`` runs everything on one thread: each op's
+time is then its work alone, and the wall times of the two runs show what the second core buys.
 """
 
 import argparse
