@@ -12,11 +12,10 @@ quota's fixed rate, whatever the model) and its ratio to ShuffleNetV2's best.
 
 import argparse
 
-from train_throughput import data, timed_rate
+from train_throughput import compiled_model, data, timed_rate, use_threads
 
-from mobilecls._tf import keras, tf
+from mobilecls._tf import tf
 from mobilecls.data.pipeline import training_batches
-from mobilecls.models import build_model
 from mobilecls.models.layers import GroupedPointwiseConvBN
 from mobilecls.recipes import AugmentSection
 
@@ -46,19 +45,13 @@ def main():
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    if args.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    use_threads(args.threads)
     images, labels = data(count=128 * 8)
     dataset = training_batches(images, labels, 128, AugmentSection(crop_padding=4, flip=True), 10)
     models = []
     for label, name, keywords, call in VARIANTS:
         GroupedPointwiseConvBN.call = call  # the graph is traced by the first fit, with this call
-        model = build_model(name, width=1.0, input_size=32, num_classes=10, **keywords)
-        model.compile(keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
-                      keras.losses.CategoricalCrossentropy(from_logits=True))
-        model.fit(dataset, steps_per_epoch=3, epochs=1, verbose=0)
-        models.append((label, model))
+        models.append((label, compiled_model(name, {"width": 1.0, **keywords}, dataset)))
     GroupedPointwiseConvBN.call = AS_BUILT
     rates = {label: [] for label, _ in models}
     for _ in range(args.rounds):

@@ -23,7 +23,7 @@ import tempfile
 import time
 
 import numpy as np
-from train_throughput import parse_spec, products
+from train_throughput import parse_spec, products, use_threads
 
 from mobilecls._tf import keras, tf
 from mobilecls.models import build_model
@@ -103,9 +103,7 @@ def main():
     parser.add_argument("--threads", type=int, default=0,
                         help="intra- and inter-op threads (0: TensorFlow's default, one per core)")
     args = parser.parse_args()
-    if args.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    use_threads(args.threads)
     for spec in args.models:
         wall, cpu, by_type, by_kind = profile(spec, args.steps, args.batch, args.input_size)
         total = sum(by_type.values())

@@ -85,6 +85,13 @@ def products(keywords):
     return grouped_kernel.split_products if kernel == "split" else contextlib.nullcontext
 
 
+def use_threads(threads):
+    """Run TensorFlow's ops on ``threads`` intra- and inter-op threads (0: its default, one per core)."""
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
 def compiled_model(name, keywords, dataset, input_size=32):
     """A model ready to train, warmed up (tracing and allocation) on a few steps."""
     model = build_model(name, input_size=input_size, num_classes=10, **keywords)
