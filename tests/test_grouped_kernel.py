@@ -49,6 +49,86 @@ def test_values_and_gradients_equal_the_split_ops(library, groups, cin, cout, pi
         np.testing.assert_allclose(ours_grad, reference_grad, rtol=1e-4, atol=1e-3)
 
 
+def batch_norm_reference(x, kernel, gamma, beta, groups, epsilon, relu):
+    """The textbook training layer from TensorFlow ops: grouped product, batch moments, BatchNorm, ReLU."""
+    z = split_reference(x, kernel, groups)
+    mean, variance = tf.nn.moments(z, axes=[0])
+    y = tf.nn.batch_normalization(z, mean, variance, beta, gamma, epsilon)
+    return (tf.nn.relu(y) if relu else y), mean, variance
+
+
+# Pixel counts around the op's chunks (32 rows for the statistics, 256 for the backward pass).
+@pytest.mark.parametrize("groups,cin,cout,pixels,relu", [(3, 240, 60, 1000, True), (3, 60, 240, 513, False),
+                                                          (8, 384, 96, 777, True), (8, 96, 384, 300, True),
+                                                          (2, 4, 6, 1, True), (1, 24, 30, 33, False)])
+def test_fused_batch_norm_values_and_gradients_equal_the_textbook_ops(library, groups, cin, cout, pixels, relu):
+    rng = np.random.default_rng(groups * 1000 + cout)
+    x = tf.constant(rng.standard_normal((pixels, cin)) + 0.5, tf.float32)  # a mean to subtract
+    kernel = tf.constant(rng.standard_normal((cin // groups, cout)), tf.float32)
+    gamma = tf.constant(rng.uniform(0.5, 1.5, cout), tf.float32)
+    beta = tf.constant(rng.normal(0, 0.5, cout), tf.float32)
+    weights = tf.constant(rng.standard_normal((pixels, cout)), tf.float32)
+    inputs = [x, kernel, gamma, beta]
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(inputs)
+        ours = grouped_kernel.grouped_conv_batch_norm(x, kernel, gamma, beta, groups, 1e-3, relu)
+        reference = batch_norm_reference(x, kernel, gamma, beta, groups, 1e-3, relu)
+        loss_ours, loss_reference = tf.reduce_sum(ours[0] * weights), tf.reduce_sum(reference[0] * weights)
+    if relu and pixels > 100:
+        assert 0.2 < np.mean(ours[0].numpy() == 0) < 0.8  # the ReLU cuts part of every layer
+    for name, value, expected in zip(("y", "mean", "variance"), ours, reference, strict=True):
+        np.testing.assert_allclose(value, expected, rtol=1e-4, atol=1e-4, err_msg=name)
+    for name, ours_grad, reference_grad in zip(("dx", "dkernel", "dgamma", "dbeta"), tape.gradient(loss_ours, inputs),
+                                               tape.gradient(loss_reference, inputs), strict=True):
+        scale = np.abs(reference_grad).max() + 1e-6
+        np.testing.assert_allclose(ours_grad / scale, reference_grad / scale, atol=2e-4, err_msg=name)
+
+
+def textbook_layers(groups, filters):
+    return [keras.layers.Conv2D(filters, 1, groups=groups, use_bias=False),
+            keras.layers.BatchNormalization(epsilon=1e-3, momentum=0.9), keras.layers.ReLU()]
+
+
+def test_the_layer_trains_like_conv2d_groups_batchnorm_relu(library):
+    """A training call: the same output, gradients and moving statistics as the textbook layers."""
+    from mobilecls.models.layers import GroupedPointwiseConvBN
+
+    rng = np.random.default_rng(1)
+    images = tf.constant(rng.standard_normal((4, 6, 6, 24)) + 1.0, tf.float32)
+    ours, textbook = GroupedPointwiseConvBN(12, 3, activation="relu"), textbook_layers(3, 12)
+    ours.build(images.shape)
+    x = images
+    for layer in textbook:
+        x = layer(x)  # builds them
+    weights = [rng.standard_normal((1, 1, 8, 12)), rng.uniform(0.5, 1.5, 12), rng.normal(0, 0.3, 12),
+               rng.normal(0, 0.3, 12), rng.uniform(0.5, 1.5, 12)]
+    ours.set_weights(weights)
+    textbook[0].set_weights(weights[:1])
+    textbook[1].set_weights(weights[1:])
+
+    def textbook_call(x, training):
+        for layer in textbook:
+            x = layer(x, training=training)
+        return x
+
+    with tf.GradientTape(persistent=True) as tape:
+        y_ours, y_textbook = ours(images, training=True), textbook_call(images, True)
+        weights_of_loss = images[..., :12]
+        loss_ours, loss_textbook = tf.reduce_sum(y_ours * weights_of_loss), tf.reduce_sum(y_textbook * weights_of_loss)
+    np.testing.assert_allclose(y_ours, y_textbook, rtol=1e-4, atol=1e-4)
+    assert 0.2 < np.mean(y_ours.numpy() == 0) < 0.8
+    for ours_grad, textbook_grad in zip(tape.gradient(loss_ours, ours.trainable_weights),
+                                        tape.gradient(loss_textbook, textbook[0].trainable_weights
+                                                      + textbook[1].trainable_weights), strict=True):
+        np.testing.assert_allclose(ours_grad, textbook_grad, rtol=1e-4, atol=1e-3)
+    # moving mean and variance moved (momentum 0.9) to the same values
+    np.testing.assert_allclose(ours.get_weights()[3:], textbook[1].get_weights()[2:], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(ours.get_weights()[3], weights[3])
+    # frozen, it normalises with the moving statistics even when called with training=True
+    ours.trainable = False
+    np.testing.assert_allclose(ours(images, training=True), textbook_call(images, False), rtol=1e-4, atol=1e-4)
+
+
 def test_each_group_reads_only_its_own_channels(library):
     """Group 1's outputs depend on input block 1 alone: a hand-made case, not a comparison."""
     x = np.zeros((2, 6), np.float32)
@@ -67,6 +147,13 @@ def test_bad_shapes_are_refused_with_what_was_expected(library):
         library.mobilecls_grouped_matmul(tf.zeros((4, 5)), tf.zeros((2, 6)), groups=3)
     with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="rank|matrix"):
         library.mobilecls_grouped_matmul(tf.zeros((4, 2, 6)), tf.zeros((2, 6)), groups=3)
+    def fused(x, gamma):
+        return grouped_kernel.grouped_conv_batch_norm(x, tf.zeros((2, 6)), gamma, tf.zeros(6), 3, 1e-3, True)
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match="gamma must be a vector of the 6 output channels"):
+        fused(tf.zeros((4, 6)), tf.ones(5))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="input has 9 channels, the kernel expects 6"):
+        fused(tf.zeros((4, 9)), tf.ones(6))
 
 
 def test_shufflenet_v1_trains_the_same_with_and_without_the_op(library):
@@ -87,7 +174,8 @@ def test_shufflenet_v1_trains_the_same_with_and_without_the_op(library):
     with grouped_kernel.split_products():
         loss_split, gradients_split = tf.function(step)()
     traced = graph.get_concrete_function().graph.as_graph_def()
-    assert any(node.op == "MobileclsGroupedMatmul" for node in traced.node)
+    assert sum(node.op == "MobileclsGroupedConvBatchNorm" for node in traced.node) == len(
+        [layer for layer in model.layers if type(layer).__name__ == "GroupedPointwiseConvBN"])
     np.testing.assert_allclose(loss_ours, loss_split, rtol=1e-5)
     # Measured: every gradient within 6e-5 of the split ops' (relative norm). A kernel followed
     # by BatchNorm has gradients that are zero but for rounding (no mean direction): both small.

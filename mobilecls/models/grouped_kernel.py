@@ -4,7 +4,10 @@ Why: ``GroupedPointwiseConvBN`` computes a grouped 1x1 convolution as one matrix
 group. Built from TensorFlow ops, that splits the input into g channel blocks and concatenates
 the g outputs, and the backward pass copies them again (Slice, Concat): a fifth of ShuffleNetV1
 g=8's training time went to these copies (docs/benchmarks.md). The op in ``grouped_matmul.cc``
-reads and writes each group's block in place, forward and backward, with the same arithmetic.
+reads and writes each group's block in place, forward and backward, with the same arithmetic;
+its second pair of ops also does the layer's BatchNorm (batch statistics) and ReLU in training
+(``grouped_conv_batch_norm``): TensorFlow's BatchNorm and ReLU ops around the product cost a
+quarter of a ShuffleNetV1 g=3 training step (docs/benchmarks.md).
 
 The library is compiled with the C++ compiler (``$CXX``, default ``g++``) against the installed
 TensorFlow's headers the first time a process needs it (``make`` does it at install time), into
@@ -107,6 +110,12 @@ def _load():
         return (library.mobilecls_grouped_matmul_grad_input(dy, kernel, groups=groups),
                 library.mobilecls_grouped_matmul_grad_kernel(x, dy, groups=groups))
 
+    @tf.RegisterGradient("MobileclsGroupedConvBatchNorm")
+    def _conv_batch_norm_gradient(op, dy, *_):  # z, mean and variance feed no loss (moving averages only)
+        _, z, mean, variance = op.outputs
+        attributes = {name: op.get_attr(name) for name in ("groups", "epsilon", "relu")}
+        return library.mobilecls_grouped_conv_batch_norm_grad(dy, z, *op.inputs, mean, variance, **attributes)
+
     return library
 
 
@@ -148,6 +157,18 @@ def grouped_matmul(x, kernel, groups):
     With the op library; callers check ``library()`` first.
     """
     return library().mobilecls_grouped_matmul(x, kernel, groups=groups)
+
+
+def grouped_conv_batch_norm(x, kernel, gamma, beta, groups, epsilon, relu):
+    """The training layer in one op: the grouped product of ``grouped_matmul``, BatchNorm with the
+    batch's statistics (gamma, beta, epsilon), then ReLU if ``relu``.
+
+    Returns (y, mean, variance): the output (pixels, Cout) and the batch's per-channel mean and
+    biased variance, for the moving averages. With the op library; callers check ``library()`` first.
+    """
+    y, _, mean, variance = library().mobilecls_grouped_conv_batch_norm(
+        x, kernel, gamma, beta, groups=groups, epsilon=epsilon, relu=relu)
+    return y, mean, variance
 
 
 if __name__ == "__main__":

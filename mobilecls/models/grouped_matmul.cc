@@ -9,11 +9,24 @@
 // x is (pixels, Cin), dy and y (pixels, Cout), the kernel (Cin / g, Cout) as Conv2D(groups=g)
 // holds it (k_g = its columns g * Cout / g ... (g + 1) * Cout / g - 1).
 //
+// And the training layer in one op with its BatchNorm (batch statistics) and ReLU:
+//
+//   MobileclsGroupedConvBatchNorm      z = the product above; mean, variance = z's per channel (biased);
+//                                      y = relu(gamma (z - mean) / sqrt(variance + epsilon) + beta)
+//   MobileclsGroupedConvBatchNormGrad  dx, dkernel, dgamma, dbeta from dy and z
+//
+// The statistics are summed while each chunk of rows the product just wrote is in cache, and the
+// backward pass makes the BatchNorm and ReLU gradient (dz) 256 rows at a time into a small buffer,
+// right before the two products read it: so z, y, dy and x are each read once or twice, where
+// TensorFlow's FusedBatchNorm, Relu and their gradients pass over them five times more.
+//
 // All three are small products (ShuffleNetV1's blocks are 12 to 192 channels), done as register
 // tiles of 4 rows by 24, 16, 8 or 4 columns over strided views, with no packing: packing a block
 // (what a BLAS does) would be the copy this op avoids. Single-threaded on ShuffleNetV1 g=8's
 // shapes they took 0.54x the CPU time of TensorFlow's split + MatMul + concat (docs/benchmarks.md).
 #include <algorithm>
+#include <cmath>
+#include <mutex>
 #include <vector>
 
 #include "tensorflow/core/framework/op.h"
@@ -131,6 +144,19 @@ void GroupedRowProducts(OpKernelContext* ctx, const float* a, const std::vector<
   tensorflow::Shard(workers->num_threads, workers->workers, rows, 2 * a_cols * N, work);
 }
 
+// Each group's right-hand matrix, contiguous: k_g (Cin / g, Cout / g), or k_g^T for the input gradient.
+std::vector<float> RightMatrices(const Tensor& kernel, int groups, bool transposed) {
+  const int64 ci = kernel.dim_size(0), cout = kernel.dim_size(1), co = cout / groups;
+  const int64 K = transposed ? co : ci, N = transposed ? ci : co;
+  const float* k = kernel.flat<float>().data();
+  std::vector<float> right(groups * K * N);
+  for (int g = 0; g < groups; ++g)
+    for (int64 i = 0; i < K; ++i)
+      for (int64 j = 0; j < N; ++j)
+        right[(g * K + i) * N + j] = transposed ? k[j * cout + g * co + i] : k[i * cout + g * co + j];
+  return right;
+}
+
 // The forward product (kTransposed false) or the input gradient (true, multiplies by k_g^T).
 template <bool kTransposed>
 class RowProductsOp : public OpKernel {
@@ -151,14 +177,8 @@ class RowProductsOp : public OpKernel {
                 InvalidArgument("input has ", a.dim_size(1), " channels, the kernel expects ", groups_ * K));
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({rows, groups_ * N}), &out));
-    // Each group's right-hand matrix (K, N), contiguous: k_g, or k_g^T for the input gradient.
-    const float* k = kernel.flat<float>().data();
-    std::vector<float> right(groups_ * K * N);
-    for (int g = 0; g < groups_; ++g)
-      for (int64 i = 0; i < K; ++i)
-        for (int64 j = 0; j < N; ++j)
-          right[(g * K + i) * N + j] = kTransposed ? k[j * cout + g * co + i] : k[i * cout + g * co + j];
-    GroupedRowProducts(ctx, a.flat<float>().data(), right, out->flat<float>().data(), rows, groups_, K, N);
+    GroupedRowProducts(ctx, a.flat<float>().data(), RightMatrices(kernel, groups_, kTransposed),
+                       out->flat<float>().data(), rows, groups_, K, N);
   }
 
  private:
@@ -213,6 +233,278 @@ class KernelGradientOp : public OpKernel {
   int groups_;
 };
 
+// Row kernels of the fused ops: one row of `channels` values, vectorised across the channels
+// (restrict pointers and the ReLU as a template argument, so that the loops have no aliasing and
+// no branch).
+inline void AddRowMoments(const float* __restrict z, float* __restrict sum, float* __restrict squares,
+                          int64 channels) {
+  for (int64 c = 0; c < channels; ++c) sum[c] += z[c], squares[c] += z[c] * z[c];
+}
+
+template <bool kRelu>
+inline float Activated(float v) {
+  return kRelu ? (v > 0.f ? v : 0.f) : v;
+}
+
+template <bool kRelu>
+inline void NormaliseRow(const float* __restrict z, const float* __restrict scale, const float* __restrict shift,
+                         float* __restrict y, int64 channels) {
+  for (int64 c = 0; c < channels; ++c) y[c] = Activated<kRelu>(z[c] * scale[c] + shift[c]);
+}
+
+// The gradient reaching the BatchNorm's output: dy where the ReLU passed it (the forward's test).
+template <bool kRelu>
+inline float Passed(float dy, float z, float scale, float shift) {
+  return !kRelu || z * scale + shift > 0.f ? dy : 0.f;
+}
+
+template <bool kRelu>
+inline void AddRowGradientSums(const float* __restrict dy, const float* __restrict z, const float* __restrict scale,
+                               const float* __restrict shift, const float* __restrict mean, float* __restrict sum,
+                               float* __restrict products, int64 channels) {
+  for (int64 c = 0; c < channels; ++c) {
+    const float g = Passed<kRelu>(dy[c], z[c], scale[c], shift[c]);
+    sum[c] += g, products[c] += g * (z[c] - mean[c]);
+  }
+}
+
+// dz = a g + b z + offset per channel: BatchNorm's gradient with batch statistics.
+template <bool kRelu>
+inline void InputGradientRow(const float* __restrict dy, const float* __restrict z, const float* __restrict scale,
+                             const float* __restrict shift, const float* __restrict a, const float* __restrict b,
+                             const float* __restrict offset, float* __restrict dz, int64 channels) {
+  for (int64 c = 0; c < channels; ++c) dz[c] = a[c] * Passed<kRelu>(dy[c], z[c], scale[c], shift[c]) + b[c] * z[c] + offset[c];
+}
+
+// Per-channel sums in double, to which each thread adds what it summed over its rows.
+class ChannelSums {
+ public:
+  explicit ChannelSums(int64 channels) : first_(channels, 0.0), second_(channels, 0.0) {}
+
+  void Add(const std::vector<double>& first, const std::vector<double>& second) {
+    std::lock_guard<std::mutex> hold(lock_);
+    for (size_t c = 0; c < first_.size(); ++c) first_[c] += first[c], second_[c] += second[c];
+  }
+  const std::vector<double>& first() const { return first_; }
+  const std::vector<double>& second() const { return second_; }
+
+ private:
+  std::vector<double> first_, second_;
+  std::mutex lock_;
+};
+
+// A thread's sums over its rows: 32 rows at a time in float (vectorised across the channels),
+// then added to doubles, so that the variance (mean of squares minus squared mean) keeps its digits.
+class RowSums {
+ public:
+  explicit RowSums(int64 channels) : first(channels), second(channels), total_first(channels), total_second(channels) {}
+
+  void StartChunk() {
+    std::fill(first.begin(), first.end(), 0.f);
+    std::fill(second.begin(), second.end(), 0.f);
+  }
+  void EndChunk() {
+    for (size_t c = 0; c < first.size(); ++c) total_first[c] += first[c], total_second[c] += second[c];
+  }
+
+  std::vector<float> first, second;
+  std::vector<double> total_first, total_second;
+};
+
+// BatchNorm as y = z * scale + shift per channel.
+struct Affine {
+  std::vector<float> scale, shift, inverse_std;
+};
+
+Affine BatchNormAffine(const float* gamma, const float* beta, const float* mean, const float* variance,
+                       int64 channels, float epsilon) {
+  Affine affine{std::vector<float>(channels), std::vector<float>(channels), std::vector<float>(channels)};
+  for (int64 c = 0; c < channels; ++c) {
+    affine.inverse_std[c] = 1.f / std::sqrt(variance[c] + epsilon);
+    affine.scale[c] = gamma[c] * affine.inverse_std[c];
+    affine.shift[c] = beta[c] - mean[c] * affine.scale[c];
+  }
+  return affine;
+}
+
+absl::Status RequireVector(const Tensor& t, const char* name, int64 channels) {
+  if (t.dims() != 1 || t.dim_size(0) != channels)
+    return InvalidArgument(name, " must be a vector of the ", channels, " output channels, got shape ",
+                           t.shape().DebugString());
+  return absl::OkStatus();
+}
+
+// The checks both fused ops make; sets the sizes.
+absl::Status CheckConvBatchNorm(const Tensor& x, const Tensor& kernel, const Tensor& gamma, const Tensor& beta,
+                                int groups, int64* rows, int64* ci, int64* cout) {
+  TF_RETURN_IF_ERROR(RequireMatrix(x, "x"));
+  TF_RETURN_IF_ERROR(RequireMatrix(kernel, "kernel"));
+  *rows = x.dim_size(0), *ci = kernel.dim_size(0), *cout = kernel.dim_size(1);
+  if (*cout % groups) return InvalidArgument("the kernel's ", *cout, " output channels are not divisible by ", groups, " groups");
+  if (x.dim_size(1) != groups * *ci)
+    return InvalidArgument("input has ", x.dim_size(1), " channels, the kernel expects ", groups * *ci);
+  TF_RETURN_IF_ERROR(RequireVector(gamma, "gamma", *cout));
+  return RequireVector(beta, "beta", *cout);
+}
+
+class ConvBatchNormOp : public OpKernel {
+ public:
+  explicit ConvBatchNormOp(OpKernelConstruction* c) : OpKernel(c) {
+    OP_REQUIRES_OK(c, c->GetAttr("groups", &groups_));
+    OP_REQUIRES_OK(c, c->GetAttr("epsilon", &epsilon_));
+    OP_REQUIRES_OK(c, c->GetAttr("relu", &relu_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor &x = ctx->input(0), &kernel = ctx->input(1), &gamma = ctx->input(2), &beta = ctx->input(3);
+    int64 rows, ci, cout;
+    OP_REQUIRES_OK(ctx, CheckConvBatchNorm(x, kernel, gamma, beta, groups_, &rows, &ci, &cout));
+    const int64 cin = groups_ * ci, co = cout / groups_;
+    Tensor *y = nullptr, *z = nullptr, *mean = nullptr, *variance = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({rows, cout}), &y));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({rows, cout}), &z));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({cout}), &mean));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, TensorShape({cout}), &variance));
+    const std::vector<float> right = RightMatrices(kernel, groups_, false);
+    const float* xp = x.flat<float>().data();
+    float* zp = z->flat<float>().data();
+    ChannelSums sums(cout);
+    auto products = [&](int64 start, int64 limit) {
+      RowSums own(cout);
+      for (int64 chunk = start; chunk < limit; chunk += 32) {
+        const int64 end = std::min<int64>(chunk + 32, limit);
+        for (int g = 0; g < groups_; ++g)
+          Rows(Operands{xp + g * ci, cin, 1, right.data() + g * ci * co, co}, chunk, end, zp + g * co, cout, ci, co,
+               false);
+        own.StartChunk();  // the chunk's products are still in cache
+        for (int64 r = chunk; r < end; ++r) AddRowMoments(zp + r * cout, own.first.data(), own.second.data(), cout);
+        own.EndChunk();
+      }
+      sums.Add(own.total_first, own.total_second);
+    };
+    auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
+    tensorflow::Shard(workers->num_threads, workers->workers, rows, 2 * cin * co + 3 * cout, products);
+    float* meanp = mean->flat<float>().data();
+    float* variancep = variance->flat<float>().data();
+    for (int64 c = 0; c < cout; ++c) {
+      const double m = rows ? sums.first()[c] / rows : 0.0;
+      meanp[c] = static_cast<float>(m);
+      variancep[c] = static_cast<float>(rows ? std::max(sums.second()[c] / rows - m * m, 0.0) : 0.0);
+    }
+    const Affine affine = BatchNormAffine(gamma.flat<float>().data(), beta.flat<float>().data(), meanp, variancep,
+                                          cout, epsilon_);
+    float* yp = y->flat<float>().data();
+    auto normalise = [&](int64 start, int64 limit) {
+      const float *scale = affine.scale.data(), *shift = affine.shift.data();
+      for (int64 r = start; r < limit; ++r)
+        (relu_ ? NormaliseRow<true> : NormaliseRow<false>)(zp + r * cout, scale, shift, yp + r * cout, cout);
+    };
+    tensorflow::Shard(workers->num_threads, workers->workers, rows, 3 * cout, normalise);
+  }
+
+ private:
+  int groups_;
+  float epsilon_;
+  bool relu_;
+};
+
+class ConvBatchNormGradOp : public OpKernel {
+ public:
+  explicit ConvBatchNormGradOp(OpKernelConstruction* c) : OpKernel(c) {
+    OP_REQUIRES_OK(c, c->GetAttr("groups", &groups_));
+    OP_REQUIRES_OK(c, c->GetAttr("epsilon", &epsilon_));
+    OP_REQUIRES_OK(c, c->GetAttr("relu", &relu_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor &dy = ctx->input(0), &z = ctx->input(1), &x = ctx->input(2), &kernel = ctx->input(3);
+    const Tensor &gamma = ctx->input(4), &beta = ctx->input(5), &mean = ctx->input(6), &variance = ctx->input(7);
+    int64 rows, ci, cout;
+    OP_REQUIRES_OK(ctx, CheckConvBatchNorm(x, kernel, gamma, beta, groups_, &rows, &ci, &cout));
+    OP_REQUIRES_OK(ctx, RequireVector(mean, "mean", cout));
+    OP_REQUIRES_OK(ctx, RequireVector(variance, "variance", cout));
+    for (const Tensor* t : {&dy, &z})
+      OP_REQUIRES(ctx, t->dims() == 2 && t->dim_size(0) == rows && t->dim_size(1) == cout,
+                  InvalidArgument("dy and z must be (", rows, ", ", cout, "), got ", t->shape().DebugString()));
+    const int64 cin = groups_ * ci, co = cout / groups_;
+    Tensor *dx = nullptr, *dkernel = nullptr, *dgamma = nullptr, *dbeta = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &dx));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, kernel.shape(), &dkernel));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, gamma.shape(), &dgamma));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, beta.shape(), &dbeta));
+    const float* meanp = mean.flat<float>().data();
+    const Affine affine = BatchNormAffine(gamma.flat<float>().data(), beta.flat<float>().data(), meanp,
+                                          variance.flat<float>().data(), cout, epsilon_);
+    const float* dyp = dy.flat<float>().data();
+    const float* zp = z.flat<float>().data();
+    const float *scale = affine.scale.data(), *shift = affine.shift.data();
+    // 1. Per channel: the sum of that gradient (dbeta) and of it times z - mean.
+    ChannelSums sums(cout);
+    auto sum_rows = [&](int64 start, int64 limit) {
+      RowSums own(cout);
+      for (int64 chunk = start; chunk < limit; chunk += 32) {
+        own.StartChunk();
+        for (int64 r = chunk; r < std::min<int64>(chunk + 32, limit); ++r)
+          (relu_ ? AddRowGradientSums<true> : AddRowGradientSums<false>)(
+              dyp + r * cout, zp + r * cout, scale, shift, meanp, own.first.data(), own.second.data(), cout);
+        own.EndChunk();
+      }
+      sums.Add(own.total_first, own.total_second);
+    };
+    auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
+    tensorflow::Shard(workers->num_threads, workers->workers, rows, 8 * cout, sum_rows);
+    // 2. dz = a g + b z + c per channel (BatchNorm's gradient with batch statistics).
+    std::vector<float> a(cout), b(cout), offset(cout);
+    float* dgammap = dgamma->flat<float>().data();
+    float* dbetap = dbeta->flat<float>().data();
+    for (int64 c = 0; c < cout; ++c) {
+      const double inverse_std = affine.inverse_std[c], count = std::max<int64>(rows, 1);
+      dbetap[c] = static_cast<float>(sums.first()[c]);
+      dgammap[c] = static_cast<float>(sums.second()[c] * inverse_std);
+      a[c] = affine.scale[c];
+      b[c] = static_cast<float>(-affine.scale[c] * inverse_std * inverse_std * sums.second()[c] / count);
+      offset[c] = static_cast<float>(-affine.scale[c] * sums.first()[c] / count - b[c] * meanp[c]);
+    }
+    // 3. dz 256 rows at a time into a buffer, right away multiplied by k_g^T (dx) and summed
+    // against x into each part's own kernel gradient.
+    const std::vector<float> right = RightMatrices(kernel, groups_, true);
+    const float* xp = x.flat<float>().data();
+    float* dxp = dx->flat<float>().data();
+    const int64 parts = std::max<int64>(1, std::min<int64>(4 * workers->num_threads, rows / 256));
+    std::vector<std::vector<float>> partial(parts, std::vector<float>(ci * cout, 0.f));
+    auto backward = [&](int64 first, int64 last) {
+      std::vector<float> dz(256 * cout);
+      for (int64 part = first; part < last; ++part) {
+        const int64 start = rows * part / parts, limit = rows * (part + 1) / parts;
+        for (int64 chunk = start; chunk < limit; chunk += 256) {
+          const int64 n = std::min<int64>(256, limit - chunk);
+          for (int64 r = 0; r < n; ++r)
+            (relu_ ? InputGradientRow<true> : InputGradientRow<false>)(dyp + (chunk + r) * cout, zp + (chunk + r) * cout,
+                                                                      scale, shift, a.data(), b.data(), offset.data(),
+                                                                      dz.data() + r * cout, cout);
+          for (int g = 0; g < groups_; ++g) {
+            Rows(Operands{dz.data() + g * co, cout, 1, right.data() + g * co * ci, ci}, 0, n, dxp + chunk * cin + g * ci,
+                 cin, co, ci, false);
+            Rows(Operands{xp + chunk * cin + g * ci, 1, cin, dz.data() + g * co, cout}, 0, ci, partial[part].data() + g * co,
+                 cout, n, co, true);
+          }
+        }
+      }
+    };
+    tensorflow::Shard(workers->num_threads, workers->workers, parts,
+                      std::max<int64>(1, rows / parts * (4 * cin * co + 8 * cout)), backward);
+    float* result = dkernel->flat<float>().data();
+    std::copy(partial[0].begin(), partial[0].end(), result);
+    for (int64 part = 1; part < parts; ++part)
+      for (int64 e = 0; e < ci * cout; ++e) result[e] += partial[part][e];
+  }
+
+ private:
+  int groups_;
+  float epsilon_;
+  bool relu_;
+};
+
 }  // namespace
 
 REGISTER_OP("MobileclsGroupedMatmul")
@@ -256,3 +548,48 @@ REGISTER_OP("MobileclsGroupedMatmulGradKernel")
 REGISTER_KERNEL_BUILDER(Name("MobileclsGroupedMatmul").Device(tensorflow::DEVICE_CPU), RowProductsOp<false>);
 REGISTER_KERNEL_BUILDER(Name("MobileclsGroupedMatmulGradInput").Device(tensorflow::DEVICE_CPU), RowProductsOp<true>);
 REGISTER_KERNEL_BUILDER(Name("MobileclsGroupedMatmulGradKernel").Device(tensorflow::DEVICE_CPU), KernelGradientOp);
+
+REGISTER_OP("MobileclsGroupedConvBatchNorm")
+    .Input("x: float")
+    .Input("kernel: float")
+    .Input("gamma: float")
+    .Input("beta: float")
+    .Output("y: float")
+    .Output("z: float")
+    .Output("mean: float")
+    .Output("variance: float")
+    .Attr("groups: int >= 1")
+    .Attr("epsilon: float")
+    .Attr("relu: bool")
+    .SetShapeFn([](InferenceContext* c) {
+      const DimensionHandle cout = c->Dim(c->input(1), 1);
+      c->set_output(0, c->Matrix(c->Dim(c->input(0), 0), cout));
+      c->set_output(1, c->Matrix(c->Dim(c->input(0), 0), cout));
+      c->set_output(2, c->Vector(cout));
+      c->set_output(3, c->Vector(cout));
+      return absl::OkStatus();
+    });
+
+REGISTER_OP("MobileclsGroupedConvBatchNormGrad")
+    .Input("dy: float")
+    .Input("z: float")
+    .Input("x: float")
+    .Input("kernel: float")
+    .Input("gamma: float")
+    .Input("beta: float")
+    .Input("mean: float")
+    .Input("variance: float")
+    .Output("dx: float")
+    .Output("dkernel: float")
+    .Output("dgamma: float")
+    .Output("dbeta: float")
+    .Attr("groups: int >= 1")
+    .Attr("epsilon: float")
+    .Attr("relu: bool")
+    .SetShapeFn([](InferenceContext* c) {
+      for (int i = 0; i < 4; ++i) c->set_output(i, c->input(i + 2));
+      return absl::OkStatus();
+    });
+
+REGISTER_KERNEL_BUILDER(Name("MobileclsGroupedConvBatchNorm").Device(tensorflow::DEVICE_CPU), ConvBatchNormOp);
+REGISTER_KERNEL_BUILDER(Name("MobileclsGroupedConvBatchNormGrad").Device(tensorflow::DEVICE_CPU), ConvBatchNormGradOp);

@@ -153,6 +153,12 @@ class GroupedPointwiseConvBN(layers.Layer):
     fake-quantizes the kernel per output channel (tfmot's convolution weight quantizer) and
     the layer's output after the activation, which is what tfmot does to the textbook's
     Conv2D -> BatchNorm -> ReLU. Pruning prunes the kernel.
+
+    A float32 training step with the compiled op (``grouped_kernel``) runs the product, the
+    BatchNorm with the batch's statistics and the ReLU as one op, forward and backward, and
+    updates the moving averages as Keras' BatchNorm does; everything else (inference, a
+    frozen layer, a symbolic training flag, other dtypes) feeds the products to the Keras
+    BatchNorm sublayer.
     """
 
     mobilecls_quantize_output = True
@@ -192,9 +198,33 @@ class GroupedPointwiseConvBN(layers.Layer):
             result = grouped_kernel.split_matmul(pixels, kernel, self.groups)
         return tf.reshape(result, tf.concat([tf.shape(inputs)[:-1], [self.filters]], 0))
 
+    def _trains_in_one_op(self, inputs, training):
+        """Whether this call is a float32 training step the compiled op can take whole: training
+        is decided (a Python truth value, as Keras' fit and ``model(x, training=True)`` give) and
+        the layer is trainable (a frozen BatchNorm normalises with its moving statistics)."""
+        if training is None:
+            training = keras.backend.learning_phase()
+        return (isinstance(training, (bool, int)) and bool(training) and self.trainable
+                and inputs.dtype == tf.float32 and grouped_kernel.library() is not None)
+
+    def _train_in_one_op(self, inputs):
+        """Product, batch-statistics BatchNorm and ReLU in the compiled op, and the moving averages
+        updated as Keras' fused BatchNorm does (momentum; the batch's unbiased variance)."""
+        pixels = tf.reshape(inputs, (-1, inputs.shape[-1]))
+        y, mean, variance = grouped_kernel.grouped_conv_batch_norm(
+            pixels, self.kernel[0, 0], self.bn.gamma, self.bn.beta, self.groups, self.bn.epsilon,
+            self.activation == "relu")
+        count = tf.cast(tf.shape(pixels)[0], tf.float32)
+        unbiased = variance * count / tf.maximum(count - 1.0, 1.0)
+        for average, batch in ((self.bn.moving_mean, mean), (self.bn.moving_variance, unbiased)):
+            average.assign_sub((average - batch) * (1.0 - self.bn.momentum))
+        return tf.reshape(y, tf.concat([tf.shape(inputs)[:-1], [self.filters]], 0))
+
     def call(self, inputs, training=None):
         if is_exporting():
             x = tf.nn.conv2d(inputs, self.kernel, 1, "VALID")  # the kernel's depth makes it grouped
+        elif self._trains_in_one_op(inputs, training):
+            return self._train_in_one_op(inputs)
         else:
             x = self._group_products(inputs)
         x = self.bn(x, training=training)
