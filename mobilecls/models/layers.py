@@ -201,10 +201,11 @@ class GroupedPointwiseConvBN(layers.Layer):
     def _trains_in_one_op(self, inputs, training):
         """Whether this call is a float32 training step the compiled op can take whole: training
         is decided (a Python truth value, as Keras' fit and ``model(x, training=True)`` give) and
-        the layer is trainable (a frozen BatchNorm normalises with its moving statistics)."""
+        the BatchNorm trainable (frozen, by ``trainable=False`` on this layer or on the BatchNorm
+        as QAT does, it normalises with its moving statistics and keeps them)."""
         if training is None:
             training = keras.backend.learning_phase()
-        return (isinstance(training, (bool, int)) and bool(training) and self.trainable
+        return (isinstance(training, (bool, int)) and bool(training) and self.bn.trainable
                 and inputs.dtype == tf.float32 and grouped_kernel.library() is not None)
 
     def _train_in_one_op(self, inputs):
