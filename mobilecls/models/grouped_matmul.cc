@@ -347,13 +347,25 @@ absl::Status CheckConvBatchNorm(const Tensor& x, const Tensor& kernel, const Ten
   return RequireVector(beta, "beta", *cout);
 }
 
-class ConvBatchNormOp : public OpKernel {
+// The attributes both fused ops take.
+class ConvBatchNormKernel : public OpKernel {
  public:
-  explicit ConvBatchNormOp(OpKernelConstruction* c) : OpKernel(c) {
+  explicit ConvBatchNormKernel(OpKernelConstruction* c) : OpKernel(c) {
     OP_REQUIRES_OK(c, c->GetAttr("groups", &groups_));
     OP_REQUIRES_OK(c, c->GetAttr("epsilon", &epsilon_));
     OP_REQUIRES_OK(c, c->GetAttr("relu", &relu_));
   }
+
+ protected:
+  int groups_;
+  float epsilon_;
+  bool relu_;
+};
+
+class ConvBatchNormOp : public ConvBatchNormKernel {
+ public:
+  using ConvBatchNormKernel::ConvBatchNormKernel;
+
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor &x = ctx->input(0), &kernel = ctx->input(1), &gamma = ctx->input(2), &beta = ctx->input(3);
@@ -402,19 +414,12 @@ class ConvBatchNormOp : public OpKernel {
     tensorflow::Shard(workers->num_threads, workers->workers, rows, 3 * cout, normalise);
   }
 
- private:
-  int groups_;
-  float epsilon_;
-  bool relu_;
 };
 
-class ConvBatchNormGradOp : public OpKernel {
+class ConvBatchNormGradOp : public ConvBatchNormKernel {
  public:
-  explicit ConvBatchNormGradOp(OpKernelConstruction* c) : OpKernel(c) {
-    OP_REQUIRES_OK(c, c->GetAttr("groups", &groups_));
-    OP_REQUIRES_OK(c, c->GetAttr("epsilon", &epsilon_));
-    OP_REQUIRES_OK(c, c->GetAttr("relu", &relu_));
-  }
+  using ConvBatchNormKernel::ConvBatchNormKernel;
+
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor &dy = ctx->input(0), &z = ctx->input(1), &x = ctx->input(2), &kernel = ctx->input(3);
@@ -499,10 +504,6 @@ class ConvBatchNormGradOp : public OpKernel {
       for (int64 e = 0; e < ci * cout; ++e) result[e] += partial[part][e];
   }
 
- private:
-  int groups_;
-  float epsilon_;
-  bool relu_;
 };
 
 }  // namespace
