@@ -8,9 +8,9 @@ How the grouped convolutions are built (and why). TensorFlow's CPU kernel for
 ``Conv2D(groups>1)`` is slow to train: built with it, ShuffleNetV1 g=3 trained at 39 images/s
 here, ShuffleNetV2 1.0x at 247. So each grouped 1x1 convolution with its BatchNorm (and ReLU) is
 one ``GroupedPointwiseConvBN`` layer (models/layers.py): the same weights as the textbook's
-``Conv2D(groups=g)`` -> BatchNorm -> ReLU, computed in training as one matrix product per
-group (split, products, concatenation), and traced as a real grouped convolution for the converter, so the .tflite
-file is the textbook graph's. Everything else is the textbook unit: the stage's state is one
+``Conv2D(groups=g)`` -> BatchNorm -> ReLU, trained by a compiled op (one matrix product per
+group, the BatchNorm and the ReLU, forward and backward), and traced as a real grouped
+convolution for the converter, so the .tflite file is the textbook graph's. Everything else is the textbook unit: the stage's state is one
 tensor, the shuffle is ``layers.channel_shuffle`` (Reshape -> Permute -> Reshape), and
 ``shuffle=False`` leaves it out, nothing else changed.
 
