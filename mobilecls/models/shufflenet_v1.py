@@ -10,9 +10,9 @@ here, ShuffleNetV2 1.0x at 247. So each grouped 1x1 convolution with its BatchNo
 one ``GroupedPointwiseConvBN`` layer (models/layers.py): the same weights as the textbook's
 ``Conv2D(groups=g)`` -> BatchNorm -> ReLU, trained by a compiled op (one matrix product per
 group, the BatchNorm and the ReLU, forward and backward), and traced as a real grouped
-convolution for the converter, so the .tflite file is the textbook graph's. Everything else is the textbook unit: the stage's state is one
-tensor, the shuffle is ``layers.channel_shuffle`` (Reshape -> Permute -> Reshape), and
-``shuffle=False`` leaves it out, nothing else changed.
+convolution for the converter, so the .tflite file is the textbook graph's. Everything else is
+the textbook unit: the stage's state is one tensor, the shuffle is ``layers.channel_shuffle``
+(Reshape -> Permute -> Reshape), and ``shuffle=False`` leaves it out, nothing else changed.
 
 ``grouped_conv=True`` builds the textbook graph with ``Conv2D(groups=g)`` layers: the reference
 the default is tested against (the same function, weights and MACs), slow to train on a CPU.
