@@ -196,7 +196,11 @@ class GroupedPointwiseConvBN(layers.Layer):
             result = grouped_kernel.grouped_matmul(pixels, kernel, self.groups)
         else:
             result = grouped_kernel.split_matmul(pixels, kernel, self.groups)
-        return tf.reshape(result, tf.concat([tf.shape(inputs)[:-1], [self.filters]], 0))
+        return self._as_images(result, inputs)
+
+    def _as_images(self, pixels, inputs):
+        """(pixels, filters) back to the inputs' batch and spatial shape."""
+        return tf.reshape(pixels, tf.concat([tf.shape(inputs)[:-1], [self.filters]], 0))
 
     def _trains_in_one_op(self, inputs, training):
         """Whether this call is a float32 training step the compiled op can take whole: training
@@ -219,7 +223,7 @@ class GroupedPointwiseConvBN(layers.Layer):
         unbiased = variance * count / tf.maximum(count - 1.0, 1.0)
         for average, batch in ((self.bn.moving_mean, mean), (self.bn.moving_variance, unbiased)):
             average.assign_sub((average - batch) * (1.0 - self.bn.momentum))
-        return tf.reshape(y, tf.concat([tf.shape(inputs)[:-1], [self.filters]], 0))
+        return self._as_images(y, inputs)
 
     def call(self, inputs, training=None):
         if is_exporting():
