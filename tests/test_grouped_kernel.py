@@ -154,6 +154,13 @@ def test_bad_shapes_are_refused_with_what_was_expected(library):
         fused(tf.zeros((4, 6)), tf.ones(5))
     with pytest.raises(tf.errors.InvalidArgumentError, match="input has 9 channels, the kernel expects 6"):
         fused(tf.zeros((4, 9)), tf.ones(6))
+    gradient = library.mobilecls_grouped_conv_batch_norm_grad
+    arguments = dict(x=tf.zeros((4, 6)), kernel=tf.zeros((2, 6)), gamma=tf.ones(6), beta=tf.zeros(6),
+                     mean=tf.zeros(6), variance=tf.ones(6), groups=3, epsilon=1e-3, relu=True)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"dy and z must be \(4, 6\)"):
+        gradient(dy=tf.zeros((4, 5)), z=tf.zeros((4, 6)), **arguments)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="variance must be a vector of the 6 output channels"):
+        gradient(dy=tf.zeros((4, 6)), z=tf.zeros((4, 6)), **{**arguments, "variance": tf.ones(3)})
 
 
 def test_shufflenet_v1_trains_the_same_with_and_without_the_op(library):

@@ -17,8 +17,9 @@
 //
 // The statistics are summed while each chunk of rows the product just wrote is in cache, and the
 // backward pass makes the BatchNorm and ReLU gradient (dz) 256 rows at a time into a small buffer,
-// right before the two products read it: so z, y, dy and x are each read once or twice, where
-// TensorFlow's FusedBatchNorm, Relu and their gradients pass over them five times more.
+// right before the two products read it: z, dy and x are each read once or twice and no
+// BatchNorm or ReLU output is stored but y, where TensorFlow's FusedBatchNorm, Relu and their
+// gradients are separate ops, each with its own pass and its own output tensor.
 //
 // All three are small products (ShuffleNetV1's blocks are 12 to 192 channels), done as register
 // tiles of 4 rows by 24, 16, 8 or 4 columns over strided views, with no packing: packing a block
@@ -185,6 +186,13 @@ class RowProductsOp : public OpKernel {
   int groups_;
 };
 
+// result = the sum of the threads' partial kernel gradients.
+void AddParts(const std::vector<std::vector<float>>& partial, float* result) {
+  std::copy(partial[0].begin(), partial[0].end(), result);
+  for (size_t part = 1; part < partial.size(); ++part)
+    for (size_t e = 0; e < partial[part].size(); ++e) result[e] += partial[part][e];
+}
+
 // The kernel's gradient: a sum over the pixels, so each thread sums its own rows, then the parts are added.
 class KernelGradientOp : public OpKernel {
  public:
@@ -223,10 +231,7 @@ class KernelGradientOp : public OpKernel {
       }
     };
     tensorflow::Shard(workers->num_threads, workers->workers, parts, std::max<int64>(1, rows / parts * cin * co), work);
-    float* result = out->flat<float>().data();
-    std::copy(partial[0].begin(), partial[0].end(), result);
-    for (int64 part = 1; part < parts; ++part)
-      for (int64 e = 0; e < ci * cout; ++e) result[e] += partial[part][e];
+    AddParts(partial, out->flat<float>().data());
   }
 
  private:
@@ -366,7 +371,6 @@ class ConvBatchNormOp : public ConvBatchNormKernel {
  public:
   using ConvBatchNormKernel::ConvBatchNormKernel;
 
-
   void Compute(OpKernelContext* ctx) override {
     const Tensor &x = ctx->input(0), &kernel = ctx->input(1), &gamma = ctx->input(2), &beta = ctx->input(3);
     int64 rows, ci, cout;
@@ -413,13 +417,11 @@ class ConvBatchNormOp : public ConvBatchNormKernel {
     };
     tensorflow::Shard(workers->num_threads, workers->workers, rows, 3 * cout, normalise);
   }
-
 };
 
 class ConvBatchNormGradOp : public ConvBatchNormKernel {
  public:
   using ConvBatchNormKernel::ConvBatchNormKernel;
-
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor &dy = ctx->input(0), &z = ctx->input(1), &x = ctx->input(2), &kernel = ctx->input(3);
@@ -458,7 +460,7 @@ class ConvBatchNormGradOp : public ConvBatchNormKernel {
     };
     auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
     tensorflow::Shard(workers->num_threads, workers->workers, rows, 8 * cout, sum_rows);
-    // 2. dz = a g + b z + c per channel (BatchNorm's gradient with batch statistics).
+    // 2. dz = a g + b z + offset per channel (BatchNorm's gradient with batch statistics).
     std::vector<float> a(cout), b(cout), offset(cout);
     float* dgammap = dgamma->flat<float>().data();
     float* dbetap = dbeta->flat<float>().data();
@@ -498,12 +500,8 @@ class ConvBatchNormGradOp : public ConvBatchNormKernel {
     };
     tensorflow::Shard(workers->num_threads, workers->workers, parts,
                       std::max<int64>(1, rows / parts * (4 * cin * co + 8 * cout)), backward);
-    float* result = dkernel->flat<float>().data();
-    std::copy(partial[0].begin(), partial[0].end(), result);
-    for (int64 part = 1; part < parts; ++part)
-      for (int64 e = 0; e < ci * cout; ++e) result[e] += partial[part][e];
+    AddParts(partial, dkernel->flat<float>().data());
   }
-
 };
 
 }  // namespace
