@@ -93,10 +93,15 @@ class TrainSection:
     # validation and every saved model stay at full size. None: every epoch at full size.
     low_resolution: int | None = None
     low_resolution_fraction: float = 0.5
-    # Knowledge distillation: the targets are (1 - distill) * labels + distill * the softmax of the
-    # teacher (a trained .keras model of the same classes) on the same augmented batch.
-    teacher: str | None = None
+    # Knowledge distillation: the targets are (1 - distill) * labels + distill * the teacher's class
+    # distribution. teacher_runs every_batch: one .keras model of the same classes, run on each
+    # augmented batch. once: one or more .tflite or .keras files (a list), run before the first epoch
+    # on each training image and its mirror image, averaged (training.teacher_targets); each
+    # teacher's distribution is flattened by teacher_temperature (softmax(log p / T)).
+    teacher: str | list[str] | None = None
     distill: float = 0.0
+    teacher_runs: str = "every_batch"
+    teacher_temperature: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +141,7 @@ _CHOICES = {
     ("optimizer", "name"): ("sgd", "rmsprop", "adamw"),
     ("schedule", "name"): ("constant", "step", "linear", "cosine", "onecycle"),
     ("train", "mixed_precision"): (None, "mixed_bfloat16"),
+    ("train", "teacher_runs"): ("every_batch", "once"),
 }
 
 
@@ -158,7 +164,11 @@ def _coerce(value, annotation, where):
                 pass
         if hint is str and isinstance(value, str):
             return value
-    expected = " or ".join("null" if h is type(None) else h.__name__ for h in hints)
+        if typing.get_origin(hint) is list and isinstance(value, list) and value \
+                and all(isinstance(item, str) for item in value):
+            return list(value)
+    expected = " or ".join("null" if h is type(None) else "a list of str" if typing.get_origin(h) is list
+                           else h.__name__ for h in hints)
     raise ValueError(f"recipe key {where}: expected {expected}, got {value!r}")
 
 
@@ -216,6 +226,9 @@ def _check_ranges(recipe):
         (0 <= recipe.train.distill <= 1, f"train.distill must be in [0, 1], got {recipe.train.distill!r}"),
         (bool(recipe.train.teacher) == (recipe.train.distill > 0),
          "train.teacher and train.distill go together: a teacher model file and a weight above 0"),
+        (recipe.train.teacher_temperature > 0,
+         f"train.teacher_temperature must be > 0, got {recipe.train.teacher_temperature!r}"),
+        *_teacher_checks(recipe.train),
         (recipe.optimizer.lr > 0, "optimizer.lr must be > 0"),
         (recipe.optimizer.ema_decay is None or 0 < recipe.optimizer.ema_decay < 1,
          "optimizer.ema_decay must be in (0, 1) (or null: no moving average)"),
@@ -233,6 +246,26 @@ def _check_ranges(recipe):
     for ok, message in checks:
         if not ok:
             raise ValueError(message)
+
+
+def teacher_files(train):
+    """``train.teacher`` as a list of paths (empty without a teacher)."""
+    if not train.teacher:
+        return []
+    return [train.teacher] if isinstance(train.teacher, str) else list(train.teacher)
+
+
+def _teacher_checks(train):
+    """(ok, message) pairs: what a teacher that runs on every batch can be."""
+    files = teacher_files(train)
+    if train.teacher_runs == "once":
+        return []
+    return [(len(files) <= 1, f"train.teacher: {len(files)} teachers run only with train.teacher_runs: once"),
+            (not any(path.endswith(".tflite") for path in files),
+             f"train.teacher: a .tflite teacher ({next((p for p in files if p.endswith('.tflite')), '')}) runs "
+             "only with train.teacher_runs: once (its class distributions computed before the first epoch)"),
+            (train.teacher_temperature == 1,
+             "train.teacher_temperature applies with train.teacher_runs: once")]
 
 
 def load(path):

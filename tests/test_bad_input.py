@@ -66,6 +66,13 @@ def test_a_model_that_cannot_be_built_leaves_no_run_folder(tmp_path, tiny_images
     assert "train.low_resolution=16: shufflenet_v1" in message and "cannot take 16x16 images" in message
     message = _one_line_error(_invoke("fit", "--model", "mobilenet_v1", "--set", "train.distill=0.5", "--out", out))
     assert "train.teacher and train.distill go together" in message and not out.exists()
+    message = _one_line_error(_invoke("fit", "--model", "mobilenet_v1", "--set", "train.distill=0.5",
+                                      "--set", "train.teacher=zoo.tflite", "--out", out))
+    assert "a .tflite teacher (zoo.tflite) runs only with train.teacher_runs: once" in message
+    message = _one_line_error(_invoke("fit", "--model", "mobilenet_v1", "--data", f"folder:{tiny_images}",
+                                      "--set", "train.distill=0.5", "--set", "train.teacher_runs=once",
+                                      "--set", f"train.teacher=[{tmp_path}/t.tflite]", "--out", out))
+    assert f"model file not found: {tmp_path}/t.tflite" in message
     message = _one_line_error(_invoke("fit", "--model", "mobilenet_v1", "--data", f"folder:{tiny_images}",
                                       "--set", "train.distill=0.5", "--set", f"train.teacher={tmp_path}/t.keras",
                                       "--out", out))

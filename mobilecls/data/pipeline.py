@@ -52,7 +52,7 @@ def augment_batch(images, augment, seed):
 
 
 def training_batches(images, labels, batch_size, augment, num_classes, label_smoothing=0.0, seed=0,
-                     first_epoch=0, image_size=None):
+                     first_epoch=0, image_size=None, soft_targets=None, distill=0.0):
     """An endless, shuffled, augmented, prefetched ``tf.data.Dataset`` of (pixels, one-hot).
 
     Epoch ``e``'s order and augmentation are functions of ``(seed, e)`` alone, not of how many
@@ -71,11 +71,15 @@ def training_batches(images, labels, batch_size, augment, num_classes, label_smo
         first_epoch: the epoch (from 0) whose batches come first.
         image_size: resize each augmented batch to this side (bilinear, antialiased): the low
             resolution epochs of progressive resizing. None keeps the images' size.
+        soft_targets: (N, num_classes) class distributions, one per image (a teacher's, computed
+            once), mixed into the targets with weight ``distill``: (1 - distill) * one-hot + distill * soft.
+        distill: 0..1, the weight of ``soft_targets``.
     """
     steps = len(images) // batch_size
     # Held once as tensors; each batch gathers its images by index (one vectorised copy per batch).
     pixels, targets = tf.constant(images), tf.constant(labels.astype(np.int32))
     seed = tf.constant(int(seed), tf.int64)
+    soft = None if soft_targets is None else tf.constant(np.asarray(soft_targets, np.float32))
 
     def epoch(index):
         # The order is a stateless function of (seed, epoch): no RNG state carries over from the
@@ -94,6 +98,8 @@ def training_batches(images, labels, batch_size, augment, num_classes, label_smo
         one_hot = tf.one_hot(tf.gather(targets, indices), num_classes)
         if label_smoothing:
             one_hot = one_hot * (1 - label_smoothing) + label_smoothing / num_classes
+        if soft is not None:
+            one_hot = (1.0 - distill) * one_hot + distill * tf.gather(soft, indices)
         return batch, one_hot
 
     return dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -23,6 +23,7 @@ from mobilecls.models import build_model
 from mobilecls.models.io import load_keras_model
 from mobilecls.optimize.finetune import check_teacher, distilled
 from mobilecls.training import budget, run_state
+from mobilecls.training.teacher_targets import teacher_targets
 
 
 @keras.utils.register_keras_serializable("mobilecls")
@@ -400,13 +401,33 @@ def _load_teacher(recipe, kwargs):
     Raises:
         FileNotFoundError, ValueError: not a model file, or other input size or classes.
     """
-    if not recipe.train.teacher:
+    if not recipe.train.teacher or recipe.train.teacher_runs != "every_batch":
         return None
     teacher = load_keras_model(recipe.train.teacher)
     check_teacher(teacher, recipe.train.teacher, build_model(recipe.model.name, **kwargs), recipe.model.name)
     if recipe.train.low_resolution:
         _accept_any_image_size(teacher, recipe.train.low_resolution)
     return teacher
+
+
+def _precomputed_teacher_targets(recipe, train, class_names, quiet):
+    """``train.teacher_runs: once``: the teachers' class distributions on the training images
+    (``training.teacher_targets``), or None. Run before the budget's probe, so a budget pays for it.
+
+    Raises:
+        FileNotFoundError, ValueError: not a model file, or other input size or classes.
+    """
+    if not recipe.train.teacher or recipe.train.teacher_runs != "once":
+        return None
+    started = time.perf_counter()
+    files = recipes.teacher_files(recipe.train)
+    targets = teacher_targets(files, train.images, class_names, mirror=recipe.augment.flip,
+                              temperature=recipe.train.teacher_temperature)
+    if not quiet:
+        agreement = float(np.mean(targets.argmax(axis=1) == train.labels))
+        print(f"teacher targets from {len(files)} file(s) in {time.perf_counter() - started:.0f} s; "
+              f"they pick the label on {100 * agreement:.2f} % of the training images")
+    return targets
 
 
 def _float32_copy(model, kwargs, name):
@@ -517,11 +538,12 @@ def fit(recipe, out, resume=False, quiet=False, strategy="default"):
         lambda x, y: (tf.cast(x, tf.float32), y))
 
     teacher = _load_teacher(recipe, kwargs)
+    soft_targets = _precomputed_teacher_targets(recipe, train, data.class_names, quiet)
 
     def batches(first_epoch=0, image_size=None):
         pipeline = training_batches(train.images, train.labels, batch_size, recipe.augment, num_classes,
                                     recipe.train.label_smoothing, recipe.train.seed, first_epoch=first_epoch,
-                                    image_size=image_size)
+                                    image_size=image_size, soft_targets=soft_targets, distill=recipe.train.distill)
         return distilled(pipeline, teacher, recipe.train.distill) if teacher else pipeline
 
     def compiled_model(recipe):
