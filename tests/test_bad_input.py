@@ -74,7 +74,7 @@ def test_a_model_that_cannot_be_built_leaves_no_run_folder(tmp_path, tiny_images
                                       "--set", f"train.teacher=[{tmp_path}/t.tflite]", "--out", out))
     assert f"model file not found: {tmp_path}/t.tflite" in message
     message = _one_line_error(_invoke("fit", "--model", "mobilenet_v1", "--data", f"folder:{tiny_images}",
-                                      "--set", "train.distill=0.5", "--set", f"train.teacher={tmp_path}/t.keras",
+                                      "--set", "train.distill=0.5", "--set", f"train.teacher=[{tmp_path}/t.keras]",
                                       "--out", out))
     assert f"model file not found: {tmp_path}/t.keras" in message
     # input_size 40 passes the recipe checks and fails in the builder, after the data loaded

@@ -403,8 +403,9 @@ def _load_teacher(recipe, kwargs):
     """
     if not recipe.train.teacher or recipe.train.teacher_runs != "every_batch":
         return None
-    teacher = load_keras_model(recipe.train.teacher)
-    check_teacher(teacher, recipe.train.teacher, build_model(recipe.model.name, **kwargs), recipe.model.name)
+    (path,) = recipes.teacher_files(recipe.train)  # one file (the recipe checks): a str or a list of one
+    teacher = load_keras_model(path)
+    check_teacher(teacher, path, build_model(recipe.model.name, **kwargs), recipe.model.name)
     if recipe.train.low_resolution:
         _accept_any_image_size(teacher, recipe.train.low_resolution)
     return teacher
