@@ -260,10 +260,10 @@ def _teacher_checks(train):
     files = teacher_files(train)
     if train.teacher_runs == "once":
         return []
+    tflite = [path for path in files if path.endswith(".tflite")]
     return [(len(files) <= 1, f"train.teacher: {len(files)} teachers run only with train.teacher_runs: once"),
-            (not any(path.endswith(".tflite") for path in files),
-             f"train.teacher: a .tflite teacher ({next((p for p in files if p.endswith('.tflite')), '')}) runs "
-             "only with train.teacher_runs: once (its class distributions computed before the first epoch)"),
+            (not tflite, f"train.teacher: a .tflite teacher ({', '.join(tflite)}) runs only with "
+                         "train.teacher_runs: once (its class distributions computed before the first epoch)"),
             (train.teacher_temperature == 1,
              "train.teacher_temperature applies with train.teacher_runs: once")]
 
