@@ -118,6 +118,9 @@ class OptimizeSection:
     # images (PTQ, and QAT's start, kept through QAT) instead of their min / max; 0.95 keeps a few
     # images with rare large activations from starving the others (export.calibration_ranges).
     range_quantile: float = 1.0
+    # True: also export fp32_mirror and int8_qat_mirror, files that average the logits over the image and
+    # its mirror image (export.mirror_average: ~1.9x the latency), evaluated and benched beside the others.
+    mirror_average: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,7 +27,8 @@ def run_pipeline(recipe, out, quiet=False, bench_threads=(1, 2), bench_runs=30):
     """Run every stage of ``recipe`` into ``out``; returns the report table (Markdown).
 
     Layout: fit/ (the training run), prune/ and qat/ (optimisation outputs), tflite/*.tflite
-    (fp32, fp16, dynamic, int8_ptq, int8_qat), eval/*.json, bench.json, report/table.md and
+    (fp32, fp16, dynamic, int8_ptq, int8_qat; fp32_mirror, int8_qat_mirror with ``optimize.mirror_average``),
+    eval/*.json, bench.json, report/table.md and
     report/pareto.png.
     """
     from mobilecls.evaluation.evaluate import evaluate
@@ -77,20 +78,22 @@ def run_pipeline(recipe, out, quiet=False, bench_threads=(1, 2), bench_runs=30):
     qat_model = next(os.path.join(qat_dir, name) for name in ("model.h5", "model.keras")
                      if os.path.isfile(os.path.join(qat_dir, name)))
 
-    # (model, mode, activation range quantile): only post-training int8 calibrates ranges; quantize's
-    # default I/O (uint8 for int8 files)
+    # (model, mode, activation range quantile, mirror average): only post-training int8 calibrates
+    # ranges; quantize's default I/O (uint8 for int8 files)
     calibrated = recipe.optimize.range_quantile
-    exports = {"fp32": (float_model, "fp32", 1.0), "fp16": (float_model, "fp16", 1.0),
-               "dynamic": (float_model, "dynamic", 1.0), "int8_ptq": (float_model, "int8", calibrated),
-               "int8_qat": (qat_model, "int8", 1.0)}
+    exports = {"fp32": (float_model, "fp32", 1.0, False), "fp16": (float_model, "fp16", 1.0, False),
+               "dynamic": (float_model, "dynamic", 1.0, False), "int8_ptq": (float_model, "int8", calibrated, False),
+               "int8_qat": (qat_model, "int8", 1.0, False)}
+    if recipe.optimize.mirror_average:
+        exports.update(fp32_mirror=(float_model, "fp32", 1.0, True), int8_qat_mirror=(qat_model, "int8", 1.0, True))
     files = {}
-    for name, (model_path, mode, range_quantile) in exports.items():
+    for name, (model_path, mode, range_quantile, mirror) in exports.items():
         files[name] = os.path.join(out, "tflite", f"{recipe.model.name}_{name}.tflite")
         if not _done(files[name]):
             _log(quiet, f"quantize {name}")
             quantize(model_path, mode, files[name], data=data, data_dir=data_dir,
                      calibration_steps=recipe.optimize.calibration_steps, range_quantile=range_quantile,
-                     class_names=_class_names(fit_dir), val_fraction=val_fraction)
+                     class_names=_class_names(fit_dir), val_fraction=val_fraction, mirror=mirror)
 
     results = []
     for name, path in files.items():

@@ -14,7 +14,9 @@ pytestmark = pytest.mark.slow
 
 # the tiny synthetic recipe (tests/tiny.py) with the pipeline's optimize stages and a holdout other than the default
 TINY = recipes.replace(TINY_FIT, schedule={"name": "constant"}, train={"seed": 1}, data={"val_fraction": 0.2},
-                       optimize={"prune_sparsity": 0.5, "prune_epochs": 1, "qat_epochs": 1, "calibration_steps": 40})
+                       optimize={"prune_sparsity": 0.5, "prune_epochs": 1, "qat_epochs": 1, "calibration_steps": 40,
+                                 "mirror_average": True})
+EXPORTS = ("dynamic", "fp16", "fp32", "fp32_mirror", "int8_ptq", "int8_qat", "int8_qat_mirror")
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +33,9 @@ def test_every_stage_leaves_its_output(finished):
                  "report/table.md", "report/pareto.png", "recipe.yaml"):
         assert os.path.isfile(os.path.join(out, path)), path
     exported = sorted(os.listdir(os.path.join(out, "tflite")))
-    assert exported == [f"shufflenet_v2_{name}.tflite" for name in ("dynamic", "fp16", "fp32", "int8_ptq", "int8_qat")]
-    assert sorted(os.listdir(os.path.join(out, "eval"))) == sorted(
-        f"{name}.json" for name in ("dynamic", "fp16", "fp32", "int8_ptq", "int8_qat"))
-    assert table.count("\n") == 2 + 5 and "p50 ms host ×1" in table
+    assert exported == [f"shufflenet_v2_{name}.tflite" for name in EXPORTS]
+    assert sorted(os.listdir(os.path.join(out, "eval"))) == [f"{name}.json" for name in EXPORTS]
+    assert table.count("\n") == 2 + len(EXPORTS) and "p50 ms host ×1" in table
 
 
 def test_every_stage_uses_the_recipes_holdout(finished):

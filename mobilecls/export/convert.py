@@ -45,8 +45,10 @@ def _export_function(model):
 
 
 def is_qat_model(model):
-    """True when ``model`` carries tfmot fake-quant wrappers (quantization-aware trained)."""
-    return any("Quantize" in type(layer).__name__ for layer in model.layers)
+    """True when ``model`` carries tfmot fake-quant wrappers (quantization-aware trained), also
+    inside a model it wraps (``mirror_averaged``)."""
+    return any("Quantize" in type(layer).__name__ or (isinstance(layer, keras.Model) and is_qat_model(layer))
+               for layer in model.layers)
 
 
 def _allow_qat_without_calibration(converter):

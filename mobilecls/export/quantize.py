@@ -33,9 +33,10 @@ def default_io(mode):
     return "uint8" if mode == "int8" else "float32"
 
 
-def default_output(model_path, mode):
-    """Where `mobilecls quantize` writes when no -o is given: beside the model, MODEL_<mode>.tflite."""
-    return os.path.splitext(model_path)[0] + f"_{mode}.tflite"
+def default_output(model_path, mode, mirror=False):
+    """Where `mobilecls quantize` writes when no -o is given: beside the model, MODEL_<mode>.tflite
+    (MODEL_<mode>_mirror.tflite with ``mirror``)."""
+    return os.path.splitext(model_path)[0] + f"_{mode}{'_mirror' if mirror else ''}.tflite"
 
 
 def report_path(out):
@@ -44,7 +45,8 @@ def report_path(out):
 
 
 def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, class_names=None,
-             data_dir=None, logits=False, author=None, license=None, val_fraction=0.1, range_quantile=1.0):
+             data_dir=None, logits=False, author=None, license=None, val_fraction=0.1, range_quantile=1.0,
+             mirror=False):
     """Convert a .keras model to a checked .tflite file with standard TFLite Metadata.
 
     The file ends in a softmax (probabilities; in int8 files an int8 softmax) unless ``logits``,
@@ -66,6 +68,10 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, c
             quantile of the per-image extremes over the calibration images (1: their min / max,
             the converter's own; 0.95 clips the few images with rare large activations, see
             ``mobilecls.export.calibration_ranges``).
+        mirror: the file scores the image and its mirror image in one pass and returns the mean
+            (``mobilecls.export.mirror_average``): about 1.9x the latency, +0.9 to +1.2 val points on
+            the study's models. An integer file of a QAT model then needs ``data`` too: the image
+            pair and the mean have no trained ranges, they are calibrated.
 
     Returns:
         (report, metadata): the ``GraphReport`` of the written file and its metadata dict.
@@ -85,6 +91,10 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, c
 
     io = io or default_io(mode)
     model = load_keras_model(model_path)
+    if mirror:
+        from mobilecls.export.mirror_average import mirror_averaged
+
+        model = mirror_averaged(model)
     qat = is_qat_model(model)
     dataset = None
     if data is not None:
@@ -104,10 +114,11 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, c
         raise ValueError(f"{len(names)} class names ({', '.join(names[:3])}, ...) do not match the model's "
                          f"{outputs} outputs ({model_path})")
     calibration = None
-    if mode in ("int8", "int16x8") and not qat:
+    if mode in ("int8", "int16x8") and (mirror or not qat):
         if dataset is None:
-            raise ValueError(f"--{mode} from a float model needs calibration data: pass --data SPEC "
-                             "(or quantize a QAT model)")
+            raise ValueError(f"--{mode} --mirror needs calibration data for the image pair and the mean: pass "
+                             "--data SPEC" if qat else f"--{mode} from a float model needs calibration data: pass "
+                             "--data SPEC (or quantize a QAT model)")
         images = calibration_images(dataset, calibration_steps)
         _check_images_fit(model, images, data)
         calibration = [images]
@@ -120,6 +131,7 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, c
                         range_quantile=range_quantile)
     provenance = {"input_size": list(model.input_shape[1:3]), "mode": mode, "io": io, "qat": qat,
                   **({"range_quantile": range_quantile} if range_quantile < 1 else {}),
+                  **({"mirror_average": True} if mirror else {}),
                   "source": os.path.basename(model_path), "producer": "mobilecls"}
     general = general_info(model.name, mode, outputs, model.input_shape[1:3], author, license)
     content = package(content, names, general, provenance, softmax=not logits, uint8_io=io == "uint8")

@@ -1,0 +1,119 @@
+"""`quantize --mirror`: files that average the logits over the image and its mirror image."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mobilecls.cli import main
+from mobilecls.export.metadata import read_metadata
+from mobilecls.export.mirror_average import mirror_averaged
+from mobilecls.models import build_model
+
+NAMES = ["blob", "checkerboard", "circle", "cross", "diagonal_stripes", "horizontal_stripes", "ring", "square",
+         "triangle", "vertical_stripes"]  # the synthetic data's classes (its calibration images)
+
+
+@pytest.fixture(scope="module")
+def float_model():
+    from mobilecls._tf import keras
+
+    keras.utils.set_random_seed(0)
+    return build_model("mobilenet_v1", width=0.25, input_size=32, num_classes=10)
+
+
+@pytest.fixture(scope="module")
+def saved(float_model, tmp_path_factory):
+    """best.keras and, from the same weights, a calibrated QAT model.h5, each with its classes.json."""
+    from mobilecls.optimize.qat import qat
+
+    folder = tmp_path_factory.mktemp("run")
+    float_model.save(folder / "best.keras")
+    images = np.random.default_rng(1).uniform(0, 255, (40, 32, 32, 3)).astype("float32")
+    qat(float_model, calibration=images).save(folder / "model.h5")
+    (folder / "classes.json").write_text(json.dumps(NAMES))
+    return folder
+
+
+def _images(count, seed=2):
+    return np.random.default_rng(seed).uniform(0, 255, (count, 32, 32, 3)).astype("float32")
+
+
+def _run(content, images):
+    from mobilecls.runtime import predict_tflite
+
+    return predict_tflite(content, images)
+
+
+def test_the_wrapper_returns_the_mean_logits_of_the_image_and_its_mirror_image(float_model):
+    wrapped = mirror_averaged(float_model)
+    for image in _images(3):
+        image = image[None]
+        expected = (float_model(image, training=False) + float_model(image[:, :, ::-1], training=False)) / 2
+        np.testing.assert_allclose(wrapped(image).numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+    assert wrapped.input_shape == (1, 32, 32, 3) and wrapped.output_shape == (1, 10)
+    # the model is shared, not copied: the same weight variables, the original left as it was
+    assert {id(w) for w in wrapped.weights} == {id(w) for w in float_model.weights}
+    assert float_model.input_shape == (None, 32, 32, 3)
+
+
+def test_a_model_that_does_not_take_images_is_refused():
+    from mobilecls._tf import keras
+
+    inputs = keras.Input((8,))
+    with pytest.raises(ValueError, match="mirror averaging needs a model taking images .N, H, W, C.; .* takes"):
+        mirror_averaged(keras.Model(inputs, keras.layers.Dense(3)(inputs)))
+
+
+def test_fp32_file_gives_the_wrappers_probabilities_and_the_same_scores_for_a_mirrored_image(saved, float_model):
+    result = CliRunner().invoke(main, ["quantize", str(saved / "best.keras"), "--fp32", "--mirror"])
+    assert result.exit_code == 0, result.output
+    out = saved / "best_fp32_mirror.tflite"  # the default name says it
+    content = out.read_bytes()
+    meta = read_metadata(content)
+    assert meta["mirror_average"] is True and meta["class_names"] == NAMES
+    images = _images(4)
+    logits = np.concatenate([mirror_averaged(float_model)(image[None]).numpy() for image in images])
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(_run(content, images), expected, rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(_run(content, images[:, :, ::-1]), _run(content, images), atol=1e-6)
+
+
+@pytest.mark.parametrize("source", ["best.keras", "model.h5"])
+def test_int8_file_is_full_integer_with_the_network_in_one_xnnpack_partition(saved, source, tmp_path):
+    from mobilecls.export.convert import inspect_tflite
+
+    plain, mirrored = tmp_path / "plain.tflite", tmp_path / "mirror.tflite"
+    for out, flags in ((plain, []), (mirrored, ["--mirror"])):
+        result = CliRunner().invoke(main, ["quantize", str(saved / source), "--int8", "--data", "synthetic",
+                                           "--calibration-steps", "40", *flags, "-o", str(out)])
+        assert result.exit_code == 0, result.output
+    report, plain_report = inspect_tflite(mirrored.read_bytes()), inspect_tflite(plain.read_bytes())
+    assert {"REVERSE_V2", "CONCATENATION"} <= set(report.ops) and report.ops.count("MEAN") == 2  # pool, mirror mean
+    assert report.float_ops == () and report.input_dtype == report.output_dtype == "uint8"
+    # the network stays in one XNNPACK partition: only the mirror image (3 KB) is made outside it
+    assert report.partitions == plain_report.partitions == 1
+    assert set(report.undelegated) - set(plain_report.undelegated) == {"REVERSE_V2"}
+    # the weights are stored once: the file is the plain file's size but for the added ops and the longer
+    # tensor names (each carries the wrapper's name); a second copy of the weights would double it
+    assert 0 < len(mirrored.read_bytes()) - len(plain.read_bytes()) < 0.03 * len(plain.read_bytes())
+    meta = read_metadata(mirrored.read_bytes())
+    assert meta["mirror_average"] is True and meta["qat"] is (source == "model.h5")
+    images = _images(8).round()
+    scores = _run(mirrored.read_bytes(), images)
+    np.testing.assert_allclose(_run(mirrored.read_bytes(), images[:, :, ::-1]), scores, atol=1 / 256 + 1e-6)
+
+
+def test_int8_of_a_qat_model_with_mirror_needs_data_and_writes_nothing_without(saved, tmp_path):
+    out = tmp_path / "m.tflite"
+    result = CliRunner().invoke(main, ["quantize", str(saved / "model.h5"), "--int8", "--mirror", "-o", str(out)])
+    assert result.exit_code != 0
+    assert "--int8 --mirror needs calibration data for the image pair and the mean: pass --data SPEC" in result.output
+    assert not out.exists()
+
+
+def test_report_and_mirror_together_are_refused(saved):
+    result = CliRunner().invoke(main, ["quantize", str(saved / "best.keras"), "--int8", "--data", "synthetic",
+                                       "--report", "--mirror"])
+    assert result.exit_code == 2 and "run it without --mirror" in result.output
