@@ -201,7 +201,7 @@ range_quantile_option = click.option(
 @click.option("--logits", is_flag=True, help="Keep the logits as output (default: a softmax, probabilities).")
 @click.option("--mirror", is_flag=True,
               help="Average the logits over the image and its mirror image, in one pass at batch 2 inside the file "
-                   "(~1.9x the latency at 1 thread; +0.9 to +1.1 val points on the study's models).")
+                   "(~1.9x the latency at 1 thread; +0.6 to +1.1 val points on the study's models).")
 @click.option("--author", help="Author for the file's TFLite Metadata.")
 @click.option("--license", "license_", help="Licence for the file's TFLite Metadata.")
 @click.option("-o", "--out", "out", type=click.Path(), help="Output .tflite (default: beside the model).")

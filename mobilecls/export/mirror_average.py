@@ -1,7 +1,7 @@
 """Test-time mirror averaging inside the exported file: a classifier that scores the image and its
 left-right mirror image in one pass at batch 2 and returns their mean logits.
 
-Measured on the study's models (docs/results.md, "Test-time mirror and shift averaging"): +0.86 to
+Measured on the study's models (docs/results.md, "Test-time mirror and shift averaging"): +0.64 to
 +1.10 val points for 1.8-1.9x the latency at 1 thread. The batch form (concatenate the two images on the
 batch axis, one pass, mean over the batch) keeps the whole network in one XNNPACK partition and
 the weights once in the file; calling the model twice and averaging split an int8 graph in two.

@@ -69,7 +69,7 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, c
             the converter's own; 0.95 clips the few images with rare large activations, see
             ``mobilecls.export.calibration_ranges``).
         mirror: the file scores the image and its mirror image in one pass and returns the mean
-            (``mobilecls.export.mirror_average``): about 1.9x the latency, +0.9 to +1.1 val points on
+            (``mobilecls.export.mirror_average``): about 1.9x the latency, +0.6 to +1.1 val points on
             the study's models. An integer file of a QAT model then needs ``data`` too: the image
             pair and the mean have no trained ranges, they are calibrated.
 
