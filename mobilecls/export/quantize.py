@@ -115,10 +115,12 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, c
                          f"{outputs} outputs ({model_path})")
     calibration = None
     if mode in ("int8", "int16x8") and (mirror or not qat):
+        if dataset is None and qat:
+            raise ValueError(f"--{mode} --mirror needs calibration data for the image pair and the mean: "
+                             "pass --data SPEC")
         if dataset is None:
-            raise ValueError(f"--{mode} --mirror needs calibration data for the image pair and the mean: pass "
-                             "--data SPEC" if qat else f"--{mode} from a float model needs calibration data: pass "
-                             "--data SPEC (or quantize a QAT model)")
+            raise ValueError(f"--{mode} from a float model needs calibration data: pass --data SPEC "
+                             "(or quantize a QAT model)")
         images = calibration_images(dataset, calibration_steps)
         _check_images_fit(model, images, data)
         calibration = [images]
