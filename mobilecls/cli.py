@@ -202,6 +202,9 @@ range_quantile_option = click.option(
 @click.option("--mirror", is_flag=True,
               help="Average the logits over the image and its mirror image, in one pass at batch 2 inside the file "
                    "(~1.9x the latency at 1 thread; +0.6 to +1.1 val points on the study's models).")
+@click.option("--shift", is_flag=True,
+              help="With --mirror: six views at batch 6, the image and its mirror image each also shifted one pixel "
+                   "up-left and down-right (see docs/results.md for what it gains and costs).")
 @click.option("--author", help="Author for the file's TFLite Metadata.")
 @click.option("--license", "license_", help="Licence for the file's TFLite Metadata.")
 @click.option("-o", "--out", "out", type=click.Path(), help="Output .tflite (default: beside the model).")
@@ -210,7 +213,7 @@ range_quantile_option = click.option(
                    "with them kept in float (written to OUT_report.json).")
 @_library_errors
 def quantize(model_path, mode, data, data_dir, val_fraction, calibration_steps, range_quantile, io, logits, mirror,
-             author, license_, out, report):
+             shift, author, license_, out, report):
     """Convert a .keras model to a checked .tflite file (static batch 1, softmax, TFLite Metadata).
 
     Example: mobilecls quantize runs/demo/best.keras --int8 --data synthetic --report
@@ -224,10 +227,11 @@ def quantize(model_path, mode, data, data_dir, val_fraction, calibration_steps, 
         raise click.UsageError("--report needs --int8 and --data (it debugs post-training quantization)")
     if report and mirror:
         raise click.UsageError("--report debugs the model's own post-training quantization: run it without --mirror")
-    out = out or default_output(model_path, mode, mirror)
+    out = out or default_output(model_path, mode, mirror, shift)
     graph, meta = quantize_model(model_path, mode, out, data=data, calibration_steps=calibration_steps, io=io,
                                  data_dir=data_dir, logits=logits, author=author, license=license_,
-                                 val_fraction=val_fraction, range_quantile=range_quantile, mirror=mirror)
+                                 val_fraction=val_fraction, range_quantile=range_quantile, mirror=mirror,
+                                 shift=shift)
     from mobilecls.export.metadata import min_runtime_version
     from mobilecls.files import read_tflite
 

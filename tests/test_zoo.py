@@ -141,7 +141,10 @@ def test_zoo_command_writes_and_checks(small_zoo):
     assert result.exit_code == 2 and "zoo folder not found" in result.output
 
 
-def test_a_mirror_averaged_file_is_marked_in_the_index_and_its_card(small_zoo):
+@pytest.mark.parametrize(("flags", "averaged"), [({"mirror_average": True}, "mirror-averaged"),
+                                                ({"mirror_average": True, "shift_average": True},
+                                                 "mirror- and shift-averaged")])
+def test_a_mirror_averaged_file_is_marked_in_the_index_and_its_card(small_zoo, flags, averaged):
     from mobilecls.export import metadata
 
     # the file's own provenance (`quantize --mirror` writes mirror_average) is what the index reads
@@ -150,14 +153,16 @@ def test_a_mirror_averaged_file_is_marked_in_the_index_and_its_card(small_zoo):
     provenance = {key: known[key] for key in ("mode", "io", "qat", "source", "producer", "input_size")}
     general = {key: known[key] for key in ("name", "description", "version", "author", "license")}
     path.write_bytes(metadata.write_metadata(path.read_bytes(), known["class_names"], True, general,
-                                             {**provenance, "mirror_average": True}))
+                                             {**provenance, **flags}))
     index = zoo.write_index(str(small_zoo), profile=False)
-    assert {e["file"].rsplit("/", 1)[1]: e["mirror_average"] for e in index if e["mirror_average"]} == {
-        "shufflenet_v2_int8_qat.tflite": True}
+    marked = {e["file"].rsplit("/", 1)[1]: (e["mirror_average"], e["shift_average"]) for e in index
+              if e["mirror_average"]}
+    assert marked == {"shufflenet_v2_int8_qat.tflite": (True, "shift_average" in flags)}
     (card_path,) = zoo.write_cards(str(small_zoo), index)
     card = open(card_path, encoding="utf-8").read()
     row = next(line for line in card.splitlines() if line.startswith("| shufflenet_v2_int8_qat.tflite"))
-    assert "| int8, mirror-averaged | uint8 | yes |" in row
-    assert ("mobilecls quantize QAT/model.h5 --int8 --io uint8 --mirror --data folder:/tmp/cifar10 "
+    assert f"| int8, {averaged} | uint8 | yes |" in row
+    shift = " --shift" if "shift_average" in flags else ""
+    assert (f"mobilecls quantize QAT/model.h5 --int8 --io uint8 --mirror{shift} --data folder:/tmp/cifar10 "
             "-o shufflenet_v2_int8_qat.tflite") in card
     assert zoo.check_index(str(small_zoo)) == []

@@ -109,7 +109,7 @@ def upgrade_file(path, out=None, class_names=None, images=None, softmax=True, ui
         interpreter_shape = report.input_shape
         provenance = {key: value for key, value in known.items() if key in
                       ("mode", "qat", "source", "producer", "io", "input_size", "input", "range_quantile",
-                       "mirror_average")}
+                       "mirror_average", "shift_average")}
         provenance.update({"io": report.input_dtype, "upgraded_from": os.path.basename(path)})
         provenance.pop("input", None)
         general = general_info(known.get("name") or os.path.splitext(os.path.basename(path))[0], mode or "unknown",

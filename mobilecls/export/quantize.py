@@ -33,10 +33,10 @@ def default_io(mode):
     return "uint8" if mode == "int8" else "float32"
 
 
-def default_output(model_path, mode, mirror=False):
+def default_output(model_path, mode, mirror=False, shift=False):
     """Where `mobilecls quantize` writes when no -o is given: beside the model, MODEL_<mode>.tflite
-    (MODEL_<mode>_mirror.tflite with ``mirror``)."""
-    return os.path.splitext(model_path)[0] + f"_{mode}{'_mirror' if mirror else ''}.tflite"
+    (MODEL_<mode>_mirror.tflite with ``mirror``, MODEL_<mode>_mirror_shift.tflite with ``shift`` too)."""
+    return os.path.splitext(model_path)[0] + f"_{mode}{'_mirror' if mirror else ''}{'_shift' if shift else ''}.tflite"
 
 
 def report_path(out):
@@ -46,7 +46,7 @@ def report_path(out):
 
 def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, class_names=None,
              data_dir=None, logits=False, author=None, license=None, val_fraction=0.1, range_quantile=1.0,
-             mirror=False):
+             mirror=False, shift=False):
     """Convert a .keras model to a checked .tflite file with standard TFLite Metadata.
 
     The file ends in a softmax (probabilities; in int8 files an int8 softmax) unless ``logits``,
@@ -72,6 +72,8 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, c
             (``mobilecls.export.mirror_average``): about 1.9x the latency, +0.6 to +1.1 val points on
             the study's models. An integer file of a QAT model then needs ``data`` too: the image
             pair and the mean have no trained ranges, they are calibrated.
+        shift: with ``mirror``, six views in one pass: the image and its mirror image, each as it is and
+            shifted one pixel up-left and down-right (about 5x the latency; see docs/results.md).
 
     Returns:
         (report, metadata): the ``GraphReport`` of the written file and its metadata dict.
@@ -81,6 +83,8 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, c
             wrong size, class names that do not match the model, or an int8 graph with float ops.
     """
     check_output_file(out, "-o/--out")
+    if shift and not mirror:
+        raise ValueError("--shift adds shifted views to --mirror's two: use it with --mirror")
     if calibration_steps < 1:
         raise ValueError(f"--calibration-steps must be >= 1, got {calibration_steps}")
     if check_range_quantile(range_quantile) < 1 and mode not in ("int8", "int16x8"):
@@ -94,7 +98,7 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, c
     if mirror:
         from mobilecls.export.mirror_average import mirror_averaged
 
-        model = mirror_averaged(model)
+        model = mirror_averaged(model, shift=shift)
     qat = is_qat_model(model)
     dataset = None
     if data is not None:
@@ -116,7 +120,7 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, c
     calibration = None
     if mode in ("int8", "int16x8") and (mirror or not qat):
         if dataset is None and qat:
-            raise ValueError(f"--{mode} --mirror needs calibration data for the image pair and the mean: "
+            raise ValueError(f"--{mode} --mirror needs calibration data for the image views and their mean: "
                              "pass --data SPEC")
         if dataset is None:
             raise ValueError(f"--{mode} from a float model needs calibration data: pass --data SPEC "
@@ -133,7 +137,7 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, c
                         range_quantile=range_quantile)
     provenance = {"input_size": list(model.input_shape[1:3]), "mode": mode, "io": io, "qat": qat,
                   **({"range_quantile": range_quantile} if range_quantile < 1 else {}),
-                  **({"mirror_average": True} if mirror else {}),
+                  **({"mirror_average": True} if mirror else {}), **({"shift_average": True} if shift else {}),
                   "source": os.path.basename(model_path), "producer": "mobilecls"}
     general = general_info(model.name, mode, outputs, model.input_shape[1:3], author, license)
     content = package(content, names, general, provenance, softmax=not logits, uint8_io=io == "uint8")

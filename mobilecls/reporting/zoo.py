@@ -114,7 +114,7 @@ def build_index(root, profile=True, gzip=True):
     Returns:
         A list of entries sorted by file (the format that tools reading the zoo expect: one
         entry per .tflite file); an entry holds file, folder, model, build, dataset, mode, io, qat,
-        range_quantile, mirror_average, sparsity, size_bytes, gzip_bytes, val, p50_ms, recipe, seed
+        range_quantile, mirror_average, shift_average, sparsity, size_bytes, gzip_bytes, val, p50_ms, recipe, seed
         (and params, macs with ``profile``).
 
     Raises:
@@ -151,6 +151,8 @@ def build_index(root, profile=True, gzip=True):
             "range_quantile": metadata.get("range_quantile"),
             # the file averages the logits over the image and its mirror image (quantize --mirror)
             "mirror_average": bool(metadata.get("mirror_average")),
+            # ... and over those two each shifted one pixel up-left and down-right (quantize --mirror --shift)
+            "shift_average": bool(metadata.get("shift_average")),
             "sparsity": facts["sparsity"], "size_bytes": len(content),
             "gzip_bytes": gzip_size(content) if gzip else None,
             "val": _val(path, len(content), folder_facts, root),
@@ -191,8 +193,8 @@ def check_index(root, gzip=False):
     actual = {entry["file"]: entry for entry in build_index(root, profile=False, gzip=gzip)}
     problems += [f"not in the index: {name}" for name in sorted(set(actual) - set(listed))]
     problems += [f"listed but missing: {name}" for name in sorted(set(listed) - set(actual))]
-    keys = ("model", "build", "dataset", "mode", "io", "qat", "range_quantile", "mirror_average", "sparsity",
-            "size_bytes", "val", "p50_ms", "seed")
+    keys = ("model", "build", "dataset", "mode", "io", "qat", "range_quantile", "mirror_average", "shift_average",
+            "sparsity", "size_bytes", "val", "p50_ms", "seed")
     for entry in index:
         now = actual.get(entry["file"])
         if now is not None:
@@ -207,10 +209,10 @@ def _percent(value):
 
 def _quantize_command(entry, data_flag):
     name = os.path.basename(entry["file"])
-    mirror = " --mirror" if entry.get("mirror_average") else ""
+    mirror = (" --mirror" if entry.get("mirror_average") else "") + (" --shift" if entry.get("shift_average") else "")
     if entry["mode"] == "int8" and entry["qat"]:
         source = "PRUNED_QAT/model.h5" if entry["sparsity"] >= 0.3 else "QAT/model.h5"
-        data = data_flag if mirror else ""  # a mirror-averaged QAT file calibrates the image pair and the mean
+        data = data_flag if mirror else ""  # a mirror-averaged QAT file calibrates the image views and their mean
         return f"mobilecls quantize {source} --int8 --io {entry['io']['input']}{mirror}{data} -o {name}"
     io = f" --io {entry['io']['input']}" if entry["mode"] in ("int8", "int16x8") else ""
     clip = f" --range-quantile {entry['range_quantile']:g}" if entry.get("range_quantile") else ""
@@ -291,7 +293,8 @@ def model_card(root, folder, entries):
             delta = f"{100 * (entry['val']['accuracy'] - fp32['val']['accuracy']):+.2f}".replace("-", "−")
         gzip = "–" if entry.get("gzip_bytes") is None else f"{entry['gzip_bytes']:,} B"
         latency = [f"{entry['p50_ms'][t]:.3f}" if t in entry["p50_ms"] else "–" for t in ("1", "2")]
-        mode = entry["mode"] + (", mirror-averaged" if entry.get("mirror_average") else "")
+        mode = entry["mode"] + (", mirror- and shift-averaged" if entry.get("shift_average") else
+                                ", mirror-averaged" if entry.get("mirror_average") else "")
         lines.append(f"| {os.path.basename(entry['file'])} | {mode} | {entry['io']['input']} | "
                      f"{'yes' if entry['qat'] else 'no'} | {100 * entry['sparsity']:.1f} % | "
                      f"{_percent(metrics_of.get('accuracy'))} | {delta} | {_percent(metrics_of.get('recall'))} | "
