@@ -128,7 +128,8 @@ def test_int8_of_a_qat_model_with_mirror_needs_data_and_writes_nothing_without(s
     out = tmp_path / "m.tflite"
     result = CliRunner().invoke(main, ["quantize", str(saved / "model.h5"), "--int8", "--mirror", "-o", str(out)])
     assert result.exit_code != 0
-    assert "--int8 --mirror needs calibration data for the image views and their mean: pass --data SPEC" in result.output
+    assert "--int8 --mirror needs calibration data for the image views and their mean: pass --data SPEC" in \
+        result.output
     assert not out.exists()
 
 
@@ -168,5 +169,6 @@ def test_int8_file_with_shift_keeps_the_network_in_one_partition_and_is_marked(s
 def test_shift_without_mirror_is_refused_and_writes_nothing(saved, tmp_path):
     out = tmp_path / "s.tflite"
     result = CliRunner().invoke(main, ["quantize", str(saved / "best.keras"), "--fp32", "--shift", "-o", str(out)])
-    assert result.exit_code != 0 and "--shift adds shifted views to --mirror's two: use it with --mirror" in result.output
+    assert result.exit_code != 0
+    assert "--shift adds shifted views to --mirror's two: use it with --mirror" in result.output
     assert not out.exists()
