@@ -204,7 +204,8 @@ range_quantile_option = click.option(
                    "(~1.9x the latency at 1 thread; +0.6 to +1.1 val points on the study's models).")
 @click.option("--shift", is_flag=True,
               help="With --mirror: six views at batch 6, the image and its mirror image each also shifted one pixel "
-                   "up-left and down-right (~5.3x the latency at 1 thread; +1.0 to +1.2 val points on MobileNetV1).")
+                   "up-left and down-right (5.3-5.6x the latency at 1 thread; +1.0 to +1.6 val points on the study's "
+                   "models).")
 @click.option("--author", help="Author for the file's TFLite Metadata.")
 @click.option("--license", "license_", help="Licence for the file's TFLite Metadata.")
 @click.option("-o", "--out", "out", type=click.Path(), help="Output .tflite (default: beside the model).")

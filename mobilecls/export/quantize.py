@@ -73,8 +73,8 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, c
             the study's models. An integer file of a QAT model then needs ``data`` too: the image
             pair and the mean have no trained ranges, they are calibrated.
         shift: with ``mirror``, six views in one pass: the image and its mirror image, each as it is and
-            shifted one pixel up-left and down-right: 5.3-5.5x the latency at 1 thread, +0.96 to +1.24
-            val points on MobileNetV1 0.75.
+            shifted one pixel up-left and down-right: 5.3-5.6x the latency at 1 thread, +0.96 to +1.56
+            val points on the study's models.
 
     Returns:
         (report, metadata): the ``GraphReport`` of the written file and its metadata dict.
