@@ -12,15 +12,19 @@ interleaved rounds, so that drift of the machine hits all of them, and prints ea
 images/s and its ratio to the first model, median and best round (this VM at times runs whole rounds
 at a quota's fixed rate, ~100, ~150 or ~200 images/s whatever the model: then the best rounds compare).
 A model is NAME:WIDTH[:KEY=VALUE...], the keys being
-build keywords (e.g. shufflenet_v1:1.0:groups=8, shufflenet_v1:1.0:grouped_conv=true), or
+build keywords (e.g. shufflenet_v1:1.0:groups=8, shufflenet_v1:1.0:grouped_conv=true),
 kernel=split: train the grouped 1x1 convolutions with TensorFlow's split/matmul/concat ops instead
-of the compiled op (mobilecls.models.grouped_kernel), the layer's fallback. With
+of the compiled op (mobilecls.models.grouped_kernel), the layer's fallback, or batch=N: this model's
+batch size instead of --batch-size (each round then trains every model on the same number of images:
+--steps batches of --batch-size; e.g. mobilenet_v1:0.75:batch=64,mobilenet_v1:0.75:batch=128). With
 ``--cpu-time`` as well, the rates are images per CPU-second of this process (on a machine that
 other jobs keep busy, wall time mostly measures the wait for a core).
 
     python benchmarks/train_throughput.py [--steps 30] [--models shufflenet_v2:0.5,mobilenet_v2:1.0]
     python benchmarks/train_throughput.py --side-by-side --steps 10 --rounds 5 \
         --models shufflenet_v2:1.0,shufflenet_v1:1.0:groups=3,shufflenet_v1:1.0:groups=8
+    python benchmarks/train_throughput.py --side-by-side --steps 8 --rounds 5 \
+        --models mobilenet_v1:0.75:batch=128,mobilenet_v1:0.75:batch=64,mobilenet_v1:0.75:batch=32
 """
 
 import argparse
@@ -125,18 +129,22 @@ def side_by_side(specs, steps, rounds, input_size, batch, cpu_time=False):
     """
     clock = time.process_time if cpu_time else time.perf_counter
     images, labels = data(count=batch * 8, size=input_size)
-    dataset = training_batches(images, labels, batch, AugmentSection(crop_padding=4, flip=True), 10)
-    models, contexts = {}, {}
+    per_round = steps * batch  # images each model trains on in a round, whatever its own batch size
+    models, contexts, datasets, batches = {}, {}, {}, {}
     for spec in specs:
         name, keywords = parse_spec(spec)
         contexts[spec] = products(keywords)
+        batches[spec] = int(keywords.pop("batch", batch))
+        if per_round % batches[spec]:
+            raise SystemExit(f"{spec}: batch {batches[spec]} does not divide the {per_round} images of a round")
+        datasets[spec] = training_batches(images, labels, batches[spec], AugmentSection(crop_padding=4, flip=True), 10)
         with contexts[spec]():
-            models[spec] = compiled_model(name, keywords, dataset, input_size)
+            models[spec] = compiled_model(name, keywords, datasets[spec], input_size)
     rates = {spec: [] for spec in specs}
     for _ in range(rounds):
         for spec, model in models.items():
             with contexts[spec]():
-                rates[spec].append(timed_rate(model, dataset, steps, batch, clock))
+                rates[spec].append(timed_rate(model, datasets[spec], per_round // batches[spec], batches[spec], clock))
     medians = {spec: statistics.median(values) for spec, values in rates.items()}
     first, first_best = medians[specs[0]], max(rates[specs[0]])
     header = f"model (float32, {input_size}x{input_size}, batch {batch})"

@@ -121,6 +121,9 @@ class OptimizeSection:
     # True: also export fp32_mirror and int8_qat_mirror, files that average the logits over the image and
     # its mirror image (export.mirror_average: ~1.9x the latency), evaluated and benched beside the others.
     mirror_average: bool = False
+    # True (with mirror_average): also export fp32_mirror_shift and int8_qat_mirror_shift, six views in one
+    # pass (the image and its mirror, each also shifted one pixel up-left and down-right: ~5.5x the latency).
+    shift_average: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,6 +243,8 @@ def _check_ranges(recipe):
         (recipe.optimize.calibration_steps >= 1, "optimize.calibration_steps must be >= 1"),
         (isinstance(recipe.optimize.range_quantile, (int, float)) and 0.5 <= recipe.optimize.range_quantile <= 1,
          f"optimize.range_quantile must be in [0.5, 1] (1 = min / max), got {recipe.optimize.range_quantile!r}"),
+        (recipe.optimize.mirror_average or not recipe.optimize.shift_average,
+         "optimize.shift_average adds shifted views to optimize.mirror_average's two: set both"),
         (0 < recipe.data.val_fraction < 1, "data.val_fraction must be in (0, 1)"),
         (0 <= recipe.train.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
         (recipe.schedule.warmup_epochs < recipe.train.epochs or recipe.schedule.warmup_epochs == 0

@@ -27,9 +27,9 @@ def run_pipeline(recipe, out, quiet=False, bench_threads=(1, 2), bench_runs=30):
     """Run every stage of ``recipe`` into ``out``; returns the report table (Markdown).
 
     Layout: fit/ (the training run), prune/ and qat/ (optimisation outputs), tflite/*.tflite
-    (fp32, fp16, dynamic, int8_ptq, int8_qat; fp32_mirror, int8_qat_mirror with ``optimize.mirror_average``),
-    eval/*.json, bench.json, report/table.md and
-    report/pareto.png.
+    (fp32, fp16, dynamic, int8_ptq, int8_qat; fp32_mirror, int8_qat_mirror with ``optimize.mirror_average``;
+    fp32_mirror_shift, int8_qat_mirror_shift with ``optimize.shift_average`` too), eval/*.json, bench.json,
+    report/table.md and report/pareto.png.
     """
     from mobilecls.evaluation.evaluate import evaluate
     from mobilecls.export.quantize import quantize
@@ -78,22 +78,25 @@ def run_pipeline(recipe, out, quiet=False, bench_threads=(1, 2), bench_runs=30):
     qat_model = next(os.path.join(qat_dir, name) for name in ("model.h5", "model.keras")
                      if os.path.isfile(os.path.join(qat_dir, name)))
 
-    # (model, mode, activation range quantile, mirror average): only post-training int8 calibrates
-    # ranges; quantize's default I/O (uint8 for int8 files)
-    calibrated = recipe.optimize.range_quantile
-    exports = {"fp32": (float_model, "fp32", 1.0, False), "fp16": (float_model, "fp16", 1.0, False),
-               "dynamic": (float_model, "dynamic", 1.0, False), "int8_ptq": (float_model, "int8", calibrated, False),
-               "int8_qat": (qat_model, "int8", 1.0, False)}
-    if recipe.optimize.mirror_average:
-        exports.update(fp32_mirror=(float_model, "fp32", 1.0, True), int8_qat_mirror=(qat_model, "int8", 1.0, True))
+    # (model, mode, activation range quantile, views averaged: mirror, shift): only post-training int8
+    # calibrates ranges; quantize's default I/O (uint8 for int8 files)
+    calibrated, one = recipe.optimize.range_quantile, (False, False)
+    exports = {"fp32": (float_model, "fp32", 1.0, one), "fp16": (float_model, "fp16", 1.0, one),
+               "dynamic": (float_model, "dynamic", 1.0, one), "int8_ptq": (float_model, "int8", calibrated, one),
+               "int8_qat": (qat_model, "int8", 1.0, one)}
+    for suffix, views, wanted in (("_mirror", (True, False), recipe.optimize.mirror_average),
+                                  ("_mirror_shift", (True, True), recipe.optimize.shift_average)):
+        if wanted:
+            exports.update({"fp32" + suffix: (float_model, "fp32", 1.0, views),
+                            "int8_qat" + suffix: (qat_model, "int8", 1.0, views)})
     files = {}
-    for name, (model_path, mode, range_quantile, mirror) in exports.items():
+    for name, (model_path, mode, range_quantile, (mirror, shift)) in exports.items():
         files[name] = os.path.join(out, "tflite", f"{recipe.model.name}_{name}.tflite")
         if not _done(files[name]):
             _log(quiet, f"quantize {name}")
             quantize(model_path, mode, files[name], data=data, data_dir=data_dir,
                      calibration_steps=recipe.optimize.calibration_steps, range_quantile=range_quantile,
-                     class_names=_class_names(fit_dir), val_fraction=val_fraction, mirror=mirror)
+                     class_names=_class_names(fit_dir), val_fraction=val_fraction, mirror=mirror, shift=shift)
 
     results = []
     for name, path in files.items():

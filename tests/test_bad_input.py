@@ -51,6 +51,10 @@ def test_a_model_that_cannot_be_built_leaves_no_run_folder(tmp_path, tiny_images
     message = _one_line_error(_invoke("fit", "--model", "mobilenet_v1", "--set", "optimize.range_quantile=2", "--out",
                                       out))
     assert "optimize.range_quantile must be in [0.5, 1] (1 = min / max), got 2" in message and not out.exists()
+    message = _one_line_error(_invoke("fit", "--model", "mobilenet_v1", "--set", "optimize.shift_average=true",
+                                      "--out", out))
+    assert "optimize.shift_average adds shifted views to optimize.mirror_average's two: set both" in message
+    assert not out.exists()
     message = _one_line_error(_invoke("fit", "--model", "mobilenet_v1", "--set", "train.low_resolution=4",
                                       "--out", out))
     assert "train.low_resolution must be >= 8 pixels (or null), got 4" in message and not out.exists()

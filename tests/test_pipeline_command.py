@@ -15,8 +15,9 @@ pytestmark = pytest.mark.slow
 # the tiny synthetic recipe (tests/tiny.py) with the pipeline's optimize stages and a holdout other than the default
 TINY = recipes.replace(TINY_FIT, schedule={"name": "constant"}, train={"seed": 1}, data={"val_fraction": 0.2},
                        optimize={"prune_sparsity": 0.5, "prune_epochs": 1, "qat_epochs": 1, "calibration_steps": 40,
-                                 "mirror_average": True})
-EXPORTS = ("dynamic", "fp16", "fp32", "fp32_mirror", "int8_ptq", "int8_qat", "int8_qat_mirror")
+                                 "mirror_average": True, "shift_average": True})
+EXPORTS = ("dynamic", "fp16", "fp32", "fp32_mirror", "fp32_mirror_shift", "int8_ptq", "int8_qat", "int8_qat_mirror",
+           "int8_qat_mirror_shift")
 
 
 @pytest.fixture(scope="module")
