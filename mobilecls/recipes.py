@@ -46,14 +46,17 @@ class DataSection:
 @dataclasses.dataclass(frozen=True)
 class OptimizerSection:
     """SGD (momentum, nesterov), RMSprop (momentum) or AdamW; weight decay skips BatchNorm
-    parameters and biases. ``ema_decay`` (e.g. 0.999): keep an exponential moving average of the
-    trainable weights, updated every step; validation, best.keras and every export use it."""
+    parameters and biases, and depthwise filters too with ``depthwise_weight_decay: false`` (the
+    MobileNet paper: "very little or no weight decay" on them, they have so few parameters).
+    ``ema_decay`` (e.g. 0.999): keep an exponential moving average of the trainable weights,
+    updated every step; validation, best.keras and every export use it."""
 
     name: str = "sgd"
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-5
+    depthwise_weight_decay: bool = True
     ema_decay: float | None = None
 
 

@@ -202,6 +202,28 @@ def test_with_ema_decay_batchnorm_statistics_are_recomputed_for_the_averaged_wei
     assert not any(value.shape == recomputed.shape and np.allclose(value, recomputed) for value in live)
 
 
+@pytest.mark.parametrize("depthwise_weight_decay", [True, False])
+def test_weight_decay_shrinks_kernels_not_batchnorm_and_depthwise_filters_only_when_asked(depthwise_weight_decay):
+    from mobilecls._tf import tf
+    from mobilecls.models.registry import build_model
+    from mobilecls.training.train import make_optimizer
+
+    model = build_model("mobilenet_v1", width=0.25, input_size=32, num_classes=10)
+    recipe = recipes.replace(TINY, optimizer={"weight_decay": 0.1, "depthwise_weight_decay": depthwise_weight_decay})
+    optimizer = make_optimizer(recipe, steps_per_epoch=10)
+    before = {w.name: w.numpy() for w in model.trainable_weights}
+    # a step with zero gradients moves only what weight decay shrinks: by lr x decay = 0.05 x 0.1
+    optimizer.apply_gradients([(tf.zeros_like(w), w) for w in model.trainable_weights])
+    shrunk = {w.name for w in model.trainable_weights
+              if not np.allclose(w.numpy(), before[w.name]) and np.allclose(w.numpy(), before[w.name] * (1 - 0.005))}
+    moved = {w.name for w in model.trainable_weights if not np.array_equal(w.numpy(), before[w.name])}
+    assert moved == shrunk
+    depthwise = {name for name in before if "depthwise_kernel" in name}
+    kernels = {name for name in before if name.endswith("/kernel:0")}
+    assert len(depthwise) == 13 and kernels  # MobileNetV1's 13 depthwise filters; stem, pointwise, classifier
+    assert shrunk == (kernels | depthwise if depthwise_weight_decay else kernels)
+
+
 def test_statistics_sample_mixes_the_classes_in_every_batch_and_is_augmented_as_in_training():
     from mobilecls.training.train import STATISTICS_BATCH, statistics_images
 

@@ -77,7 +77,8 @@ def learning_rate(recipe, steps_per_epoch):
 
 
 def make_optimizer(recipe, steps_per_epoch):
-    """SGD, RMSprop or AdamW with the schedule; weight decay skips BatchNorm parameters and biases.
+    """SGD, RMSprop or AdamW with the schedule; weight decay skips BatchNorm parameters and biases
+    (and depthwise filters with ``optimizer.depthwise_weight_decay: false``).
 
     With ``optimizer.ema_decay`` the optimizer also keeps the moving average of the trainable
     weights (Keras' ``use_ema``; its variables are among the optimizer's, so resuming restores them).
@@ -93,7 +94,8 @@ def make_optimizer(recipe, steps_per_epoch):
                                              weight_decay=section.weight_decay or None, **ema)
     else:
         optimizer = keras.optimizers.AdamW(rate, weight_decay=section.weight_decay, **ema)
-    optimizer.exclude_from_weight_decay(var_names=["_bn", "bias", "gamma", "beta"])
+    undecayed = ["_bn", "bias", "gamma", "beta"] + ([] if section.depthwise_weight_decay else ["depthwise_kernel"])
+    optimizer.exclude_from_weight_decay(var_names=undecayed)
     return optimizer
 
 
