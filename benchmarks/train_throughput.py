@@ -147,7 +147,8 @@ def side_by_side(specs, steps, rounds, input_size, batch, cpu_time=False):
                 rates[spec].append(timed_rate(model, datasets[spec], per_round // batches[spec], batches[spec], clock))
     medians = {spec: statistics.median(values) for spec, values in rates.items()}
     first, first_best = medians[specs[0]], max(rates[specs[0]])
-    header = f"model (float32, {input_size}x{input_size}, batch {batch})"
+    batch_text = f"batch {batch}" if set(batches.values()) == {batch} else f"batch=N or {batch}"
+    header = f"model (float32, {input_size}x{input_size}, {batch_text})"
     unit = "images/CPU-s" if cpu_time else "images/s"
     print(f"{header:<44} {unit:>9} {'ratio':>6} {'best':>6} {'ratio':>6}  (rates of the rounds)")
     for spec in specs:
