@@ -201,10 +201,10 @@ range_quantile_option = click.option(
 @click.option("--logits", is_flag=True, help="Keep the logits as output (default: a softmax, probabilities).")
 @click.option("--mirror", is_flag=True,
               help="Average the logits over the image and its mirror image, in one pass at batch 2 inside the file "
-                   "(~1.9x the latency at 1 thread; +0.6 to +1.1 val points on the study's models).")
+                   "(1.5-1.9x the latency at 1 thread; +0.6 to +1.2 val points on the study's models).")
 @click.option("--shift", is_flag=True,
               help="With --mirror: six views at batch 6, the image and its mirror image each also shifted one pixel "
-                   "up-left and down-right (5.3-5.6x the latency at 1 thread; +1.0 to +1.6 val points on the study's "
+                   "up-left and down-right (3.8-5.6x the latency at 1 thread; +1.0 to +1.6 val points on the study's "
                    "models).")
 @click.option("--author", help="Author for the file's TFLite Metadata.")
 @click.option("--license", "license_", help="Licence for the file's TFLite Metadata.")

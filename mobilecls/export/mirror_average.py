@@ -4,7 +4,7 @@ in one pass at batch 6: the image and its mirror image, each as it is and shifte
 one pixel down-right (borders reflected).
 
 Measured on the study's models (docs/results.md, "Test-time mirror and shift averaging"): +0.64 to
-+1.10 val points for 1.8-1.9x the latency at 1 thread; the six views +0.96 to +1.56 for 5.3-5.6x. The
++1.16 val points for 1.5-1.9x the latency at 1 thread; the six views +0.96 to +1.56 for 3.8-5.6x. The
 batch form (concatenate the views on the batch axis, one pass, mean over the batch) keeps the whole
 network in one XNNPACK partition and the weights once in the file; calling the model twice and
 averaging split an int8 graph in two.
