@@ -122,10 +122,10 @@ class OptimizeSection:
     # images with rare large activations from starving the others (export.calibration_ranges).
     range_quantile: float = 1.0
     # True: also export fp32_mirror and int8_qat_mirror, files that average the logits over the image and
-    # its mirror image (export.mirror_average: 1.5-1.9x the latency), evaluated and benched beside the others.
+    # its mirror image (export.mirror_average, with its measured cost), evaluated and benched beside the others.
     mirror_average: bool = False
     # True (with mirror_average): also export fp32_mirror_shift and int8_qat_mirror_shift, six views in one
-    # pass (the image and its mirror, each also shifted one pixel up-left and down-right: 3.8-5.6x the latency).
+    # pass (the image and its mirror, each also shifted one pixel up-left and down-right).
     shift_average: bool = False
 
 

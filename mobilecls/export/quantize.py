@@ -69,12 +69,11 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, c
             the converter's own; 0.95 clips the few images with rare large activations, see
             ``mobilecls.export.calibration_ranges``).
         mirror: the file scores the image and its mirror image in one pass and returns the mean
-            (``mobilecls.export.mirror_average``): 1.5-1.9x the latency, +0.6 to +1.2 val points on
-            the study's models. An integer file of a QAT model then needs ``data`` too: the image
+            (``mobilecls.export.mirror_average``, whose docstring has the measured cost and gain).
+            An integer file of a QAT model then needs ``data`` too: the image
             pair and the mean have no trained ranges, they are calibrated.
         shift: with ``mirror``, six views in one pass: the image and its mirror image, each as it is and
-            shifted one pixel up-left and down-right: 3.8-5.6x the latency at 1 thread, +0.96 to +1.56
-            val points on the study's models.
+            shifted one pixel up-left and down-right.
 
     Returns:
         (report, metadata): the ``GraphReport`` of the written file and its metadata dict.
