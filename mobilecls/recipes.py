@@ -24,10 +24,12 @@ class ModelSection:
     shuffle: bool | None = None    # shufflenet ablation
     groups: int | None = None      # shufflenet_v1
     explicit_padding: bool | None = None  # mobilenet_v1/v2: XNNPACK sparse-inference compatible padding
+    cifar_output_stride: int | None = None  # mobilenet_v1, CIFAR layout: 8 or 16
 
     def builder_kwargs(self, input_size, num_classes):
         """Keywords for ``build_model``: the set ones plus input size and classes."""
-        optional = {key: getattr(self, key) for key in ("separable", "shuffle", "groups", "explicit_padding")}
+        optional = {key: getattr(self, key) for key in ("separable", "shuffle", "groups", "explicit_padding",
+                                                        "cifar_output_stride")}
         return {"width": self.width, "dropout": self.dropout, "input_size": self.input_size or input_size,
                 "num_classes": num_classes, **{k: v for k, v in optional.items() if v is not None}}
 
