@@ -70,6 +70,27 @@ def test_separable_false_replaces_each_pair_by_one_standard_conv():
     assert conv.kernel_size == (3, 3) and conv.filters == 128
 
 
+def test_mobilenet_v1_cifar_output_stride_16_ends_at_2x2_with_the_papers_macs():
+    from mobilecls.models.profile import summarize
+
+    # MobileNet paper eq. 1-3: conv Dk^2 M N Df^2, depthwise Dk^2 M Df^2, pointwise M N Df^2.
+    side, channels, macs = 32, 32, 9 * 3 * 32 * 32 * 32
+    for filters, stride in ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), *[(512, 1)] * 5,
+                            (1024, 2), (1024, 1)):
+        side //= stride
+        macs += 9 * channels * side * side + channels * filters * side * side
+        channels = filters
+    macs += 1024 * 10
+    model = build_model("mobilenet_v1", input_size=32, num_classes=10, cifar_output_stride=16)
+    assert model.get_layer("block_13_pointwise").output_shape[1:3] == (2, 2)
+    assert model.get_layer("block_2_depthwise").strides == (2, 2)
+    summary = summarize("mobilenet_v1", width=1.0, input_size=32, num_classes=10, cifar_output_stride=16)
+    assert summary["macs"] == macs == 46_354_432
+    default = build_model("mobilenet_v1", input_size=32, num_classes=10)
+    assert default.get_layer("block_13_pointwise").output_shape[1:3] == (4, 4)
+    assert summary["params"] == default.count_params()
+
+
 def test_width_rounds_channels_to_multiples_of_8_never_10_percent_down():
     from mobilecls.models.layers import make_divisible
 
@@ -87,6 +108,7 @@ def test_width_rounds_channels_to_multiples_of_8_never_10_percent_down():
     ({"name": "shufflenet_v1", "groups": 5}, "groups must be one of 1, 2, 3, 4, 8, got 5"),
     ({"name": "mobilenet_v1", "width": 0}, "width must be > 0"),
     ({"name": "mobilenet_v1", "num_classes": 1}, "num_classes must be an integer >= 2"),
+    ({"name": "mobilenet_v1", "cifar_output_stride": 32}, "cifar_output_stride must be 8 or 16, got 32"),
 ])
 def test_bad_arguments_are_clear_value_errors(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):

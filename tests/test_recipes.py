@@ -43,6 +43,13 @@ def test_unknown_key_lists_the_valid_ones():
         recipes.from_dict({"optimiser": {}})
 
 
+def test_model_keywords_reach_the_builder_only_when_set():
+    recipe = recipes.override(recipes.Recipe(), ["model.name=mobilenet_v1", "model.cifar_output_stride=16"])
+    assert recipe.model.builder_kwargs(32, 10) == {"width": 1.0, "dropout": 0.0, "input_size": 32,
+                                                   "num_classes": 10, "cifar_output_stride": 16}
+    assert "cifar_output_stride" not in recipes.Recipe().model.builder_kwargs(32, 10)
+
+
 def test_exponent_floats_that_yaml_reads_as_strings_are_accepted():
     recipe = recipes.override(recipes.Recipe(), ["optimizer.lr=1e-3", "optimizer.weight_decay=5e-5"])
     assert (recipe.optimizer.lr, recipe.optimizer.weight_decay) == (0.001, 5e-5)
