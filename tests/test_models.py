@@ -109,6 +109,8 @@ def test_width_rounds_channels_to_multiples_of_8_never_10_percent_down():
     ({"name": "mobilenet_v1", "width": 0}, "width must be > 0"),
     ({"name": "mobilenet_v1", "num_classes": 1}, "num_classes must be an integer >= 2"),
     ({"name": "mobilenet_v1", "cifar_output_stride": 32}, "cifar_output_stride must be 8 or 16, got 32"),
+    ({"name": "mobilenet_v1", "cifar_output_stride": 16, "input_size": 224},
+     "cifar_output_stride=16 needs the CIFAR layout: input_size < 96, got input_size 224"),
 ])
 def test_bad_arguments_are_clear_value_errors(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):

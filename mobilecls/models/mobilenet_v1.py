@@ -34,13 +34,16 @@ def mobilenet_v1(width=1.0, input_size=224, num_classes=1000, dropout=0.0, separ
             convolution with the same output channels and stride (the study's ablation).
         explicit_padding: stride-2 3x3 convolutions pad 1 pixel on each side (ZeroPadding2D +
             "valid"), which XNNPACK sparse inference and tfmot's PruneForLatencyOnXNNPack need.
-        cifar_output_stride: 8 (block 2 at stride 1) or 16 (block 2 at stride 2); the CIFAR
-            layout only (the ImageNet layout's output stride is 32).
+        cifar_output_stride: 8 (block 2 at stride 1) or 16 (block 2 at stride 2); 16 needs the
+            CIFAR layout (the ImageNet layout's output stride is 32).
     """
     check_common("mobilenet_v1", width, input_size, num_classes, dropout)
     if cifar_output_stride not in (8, 16):
         raise ValueError(f"mobilenet_v1: cifar_output_stride must be 8 or 16, got {cifar_output_stride!r}")
     cifar = is_cifar_layout(input_size)
+    if cifar_output_stride == 16 and not cifar:
+        raise ValueError(f"mobilenet_v1: cifar_output_stride=16 needs the CIFAR layout: input_size < 96, "
+                         f"got input_size {input_size}")
     x = inputs = model_input(input_size)
     x = conv_bn(x, make_divisible(32 * width), 3, stride=1 if cifar else 2, activation="relu6", name="stem",
                 explicit_padding=explicit_padding)
