@@ -76,10 +76,12 @@ class ScheduleSection:
 
 @dataclasses.dataclass(frozen=True)
 class AugmentSection:
-    """Batched augmentation: random crop with padding, horizontal flip, cutout."""
+    """Batched augmentation: random crop with padding, horizontal flip, cutout. ``flip: alternate``
+    mirrors a random half of the images in the first epoch and, from then on, exactly the images the
+    epoch before did not mirror (each image alternates)."""
 
     crop_padding: int = 4
-    flip: bool = True
+    flip: bool | str = True
     cutout: int = 0
 
 
@@ -153,6 +155,7 @@ _CHOICES = {
     ("schedule", "name"): ("constant", "step", "linear", "cosine", "onecycle"),
     ("train", "mixed_precision"): (None, "mixed_bfloat16"),
     ("train", "teacher_runs"): ("every_batch", "once"),
+    ("augment", "flip"): (True, False, "alternate"),
 }
 
 
@@ -183,6 +186,11 @@ def _coerce(value, annotation, where):
     raise ValueError(f"recipe key {where}: expected {expected}, got {value!r}")
 
 
+def _as_yaml(value):
+    """A scalar as a recipe file spells it: true, false, null, text."""
+    return yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()
+
+
 def _section(cls, values, name):
     if not isinstance(values, dict):
         raise ValueError(f"recipe section {name}: expected a mapping, got {values!r}")
@@ -196,7 +204,7 @@ def _section(cls, values, name):
         kwargs[key] = _coerce(value, hints[key], f"{name}.{key}")
         choices = _CHOICES.get((name, key))
         if choices and kwargs[key] not in choices:
-            raise ValueError(f"recipe key {name}.{key}: expected one of {', '.join(map(str, choices))}, "
+            raise ValueError(f"recipe key {name}.{key}: expected one of {', '.join(map(_as_yaml, choices))}, "
                              f"got {kwargs[key]!r}")
     return cls(**kwargs)
 

@@ -88,3 +88,31 @@ def test_low_resolution_batches_are_the_same_batches_resized_with_antialiasing()
                          for j in range(1, 7)], axis=2)                      # (16, 6, 6, 3)
         np.testing.assert_allclose(x_low.numpy()[:, 1:7, 1:7], both, atol=1e-3)
         assert not np.allclose(x_low.numpy(), tf.image.resize(x_full, [8, 8], method="nearest").numpy())
+
+
+def _mirrored_per_epoch(images, epochs, **kwargs):
+    """For each epoch, which images (by index) the batches showed mirrored; each image is its own class."""
+    count = len(images)
+    augment = AugmentSection(crop_padding=0, flip="alternate", cutout=0)
+    batches = training_batches(images, np.arange(count), 8, augment, count, seed=7, **kwargs)
+    steps = count // 8
+    seen = [b for _, b in zip(range(epochs * steps), batches, strict=False)]
+    mirrored = []
+    for epoch in range(epochs):
+        flags = {}
+        for x, y in seen[epoch * steps:(epoch + 1) * steps]:
+            for pixels, index in zip(x.numpy(), y.numpy().argmax(axis=1), strict=True):
+                assert np.array_equal(pixels, images[index]) or np.array_equal(pixels, images[index][:, ::-1])
+                flags[index] = np.array_equal(pixels, images[index][:, ::-1])
+        mirrored.append(np.array([flags[i] for i in range(count)]))
+    return mirrored
+
+
+def test_alternating_flips_mirror_each_image_every_other_epoch():
+    images = np.random.default_rng(3).integers(0, 255, (64, 4, 4, 3), dtype=np.uint8)
+    first, second, third = _mirrored_per_epoch(images, 3)
+    assert 16 < first.sum() < 48                  # epoch 0: a random half
+    np.testing.assert_array_equal(second, ~first)  # epoch 1: exactly the others
+    np.testing.assert_array_equal(third, first)
+    resumed, = _mirrored_per_epoch(images, 1, first_epoch=1)
+    np.testing.assert_array_equal(resumed, second)

@@ -62,6 +62,11 @@ def test_wrong_types_and_choices_are_errors():
         recipes.from_dict({"train": {"epochs": "ten"}})
     with pytest.raises(ValueError, match="optimizer.name: expected one of sgd, rmsprop, adamw, got 'lamb'"):
         recipes.from_dict({"optimizer": {"name": "lamb"}})
+    with pytest.raises(ValueError, match="augment.flip: expected one of true, false, alternate, got 'sideways'"):
+        recipes.override(recipes.Recipe(), ["augment.flip=sideways"])
+    with pytest.raises(ValueError, match="mixed_precision: expected one of null, mixed_bfloat16, got 'fp8'"):
+        recipes.override(recipes.Recipe(), ["train.mixed_precision=fp8"])
+    assert recipes.override(recipes.Recipe(), ["augment.flip=alternate"]).augment.flip == "alternate"
 
 
 def test_overrides_parse_yaml_values_and_return_a_new_recipe():

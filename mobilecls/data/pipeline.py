@@ -24,8 +24,20 @@ def random_crop_with_padding(images, padding, seed):
 
 def random_flip(images, seed):
     """Mirror each image left-right with probability 1/2."""
-    flip = tf.random.stateless_uniform([tf.shape(images)[0], 1, 1, 1], seed) < 0.5
-    return tf.where(flip, tf.reverse(images, axis=[2]), images)
+    return mirror_where(images, tf.random.stateless_uniform([tf.shape(images)[0]], seed) < 0.5)
+
+
+def mirror_where(images, flips):
+    """Mirror left-right the images whose entry in the (B,) boolean ``flips`` is true."""
+    return tf.where(flips[:, None, None, None], tf.reverse(images, axis=[2]), images)
+
+
+def alternating_flips(first_flips, indices, epoch):
+    """Which images of a batch to mirror with ``augment.flip: alternate`` (Jordan, 2024, airbench):
+    image i is mirrored in epoch e iff ``first_flips[i]`` (its random draw for epoch 0) differs from
+    e's parity, so every image is seen mirrored and unmirrored in turn, never the same way twice in a
+    row, while each epoch still mirrors a random half."""
+    return tf.not_equal(tf.gather(first_flips, indices), tf.equal(epoch % 2, 1))
 
 
 def cutout(images, size, seed):
@@ -41,12 +53,15 @@ def cutout(images, size, seed):
     return tf.where(inside[..., None], tf.zeros_like(images), images)
 
 
-def augment_batch(images, augment, seed):
-    """Apply the recipe's augmentation to a uint8 batch; returns float32 pixels 0..255."""
+def augment_batch(images, augment, seed, flips=None):
+    """Apply the recipe's augmentation to a uint8 batch; returns float32 pixels 0..255.
+
+    ``flips``: the (B,) images to mirror (``alternating_flips``); None draws them at random.
+    """
     seeds = tf.random.experimental.stateless_split(seed, 3)
     images = random_crop_with_padding(images, augment.crop_padding, seeds[0])
     if augment.flip:
-        images = random_flip(images, seeds[1])
+        images = random_flip(images, seeds[1]) if flips is None else mirror_where(images, flips)
     images = cutout(images, augment.cutout, seeds[2])
     return tf.cast(images, tf.float32)
 
@@ -64,7 +79,7 @@ def training_batches(images, labels, batch_size, augment, num_classes, label_smo
         images: (N, H, W, 3) uint8 array, kept in memory.
         labels: (N,) integer labels.
         batch_size: images per batch.
-        augment: an ``AugmentSection`` (crop_padding, flip, cutout).
+        augment: an ``AugmentSection`` (crop_padding, flip: true, false or "alternate", cutout).
         num_classes: width of the one-hot targets.
         label_smoothing: applied to the one-hot targets.
         seed: makes shuffling and augmentation reproducible.
@@ -80,6 +95,9 @@ def training_batches(images, labels, batch_size, augment, num_classes, label_smo
     pixels, targets = tf.constant(images), tf.constant(labels.astype(np.int32))
     seed = tf.constant(int(seed), tf.int64)
     soft = None if soft_targets is None else tf.constant(np.asarray(soft_targets, np.float32))
+    # flip "alternate": each image's draw for epoch 0, a function of the seed alone (a resumed run agrees).
+    first_flips = (tf.random.stateless_uniform([len(images)], tf.stack([seed, tf.constant(-1, tf.int64)])) < 0.5
+                   if augment.flip == "alternate" else None)
 
     def epoch(index):
         # The order is a stateless function of (seed, epoch): no RNG state carries over from the
@@ -92,7 +110,8 @@ def training_batches(images, labels, batch_size, augment, num_classes, label_smo
     dataset = tf.data.Dataset.zip((dataset, tf.data.Dataset.counter(start=first_epoch * steps)))
 
     def transform(indices, step):
-        batch = augment_batch(tf.gather(pixels, indices), augment, tf.stack([seed, step]))
+        flips = None if first_flips is None else alternating_flips(first_flips, indices, step // steps)
+        batch = augment_batch(tf.gather(pixels, indices), augment, tf.stack([seed, step]), flips)
         if image_size:
             batch = tf.image.resize(batch, [image_size, image_size], method="bilinear", antialias=True)
         one_hot = tf.one_hot(tf.gather(targets, indices), num_classes)

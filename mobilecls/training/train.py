@@ -424,7 +424,7 @@ def _precomputed_teacher_targets(recipe, train, class_names, quiet):
         return None
     started = time.perf_counter()
     files = recipes.teacher_files(recipe.train)
-    targets = teacher_targets(files, train.images, class_names, mirror=recipe.augment.flip,
+    targets = teacher_targets(files, train.images, class_names, mirror=bool(recipe.augment.flip),
                               temperature=recipe.train.teacher_temperature)
     if not quiet:
         agreement = float(np.mean(targets.argmax(axis=1) == train.labels))
