@@ -100,8 +100,9 @@ def test_a_budgeted_run_trains_the_planned_epochs_and_records_the_plan(tmp_path)
     steps, val_batches = sizes["train"] // 128, math.ceil(sizes["val"] / EVAL_BATCH)
     cost = budget.EpochCost(plan["train_step_s"], plan["eval_batch_s"], plan["epoch_overhead_s"])
     assert plan["planned_epoch_s"] == pytest.approx(cost.epoch_seconds(steps, val_batches))
-    assert plan["epochs"] == budget.epochs_within(30, plan["probe_done_at_s"], cost, steps, val_batches,
-                                                  val_batches + math.ceil(sizes["test"] / EVAL_BATCH))
+    first_plan = plan["replans"][0]["from_epochs"] if "replans" in plan else plan["epochs"]  # a slower machine drops some
+    assert first_plan == budget.epochs_within(30, plan["probe_done_at_s"], cost, steps, val_batches,
+                                              val_batches + math.ceil(sizes["test"] / EVAL_BATCH))
     with open(os.path.join(run.path, "metrics.json"), encoding="utf-8") as handle:
         assert json.load(handle)["total_time_s"] >= run.metrics["wall_time_s"] > 0
 
@@ -172,3 +173,107 @@ def test_the_probe_times_the_runs_own_epoch_callbacks_in_a_folder_it_removes(mon
     run = train._epoch_callbacks("RUN", train._Monitor(128, 10, quiet=True), train.WeightAverage(None, None))
     assert [type(c) for c in seen["callbacks"]] == [type(c) for c in run]
     assert not os.path.exists(seen["folder"])  # the probe's checkpoints are gone
+
+
+PLAN = {"minutes": 10, "epochs": 10, "planned_epoch_s": 50.0, "probe_done_at_s": 20.0}
+
+
+def test_epochs_at_pace_drops_the_epochs_a_slower_machine_would_overrun_and_never_adds_any():
+    # as planned: 600 - 20 - 100 - 5 = 475 s left holds the 8 epochs left (400 s)
+    assert budget.epochs_at_pace(PLAN, [50.0, 50.0], final_s=5.0) == (10, pytest.approx(1.0))
+    # 1.2x slower after the first epoch (which also traced the step): 600 - 20 - 130 - 6 = 444 s left
+    # holds 7 epochs of 60 s (420 s), not 8 (480 s)
+    assert budget.epochs_at_pace(PLAN, [70.0, 60.0], final_s=5.0) == (9, pytest.approx(1.2))
+    assert budget.epochs_at_pace(PLAN, [70.0], final_s=5.0)[1] == pytest.approx(1.4)  # one epoch: that one
+    assert budget.epochs_at_pace(PLAN, [30.0, 30.0], final_s=5.0)[0] == 10  # faster: the plan stands
+    # so slow that not one more epoch fits: stop after the epochs done
+    assert budget.epochs_at_pace(PLAN, [250.0, 250.0], final_s=5.0)[0] == 2
+
+
+def test_epochs_at_pace_counts_the_cheaper_low_resolution_epochs_first():
+    plan = {**PLAN, "low_resolution_epochs": 4, "planned_low_resolution_epoch_s": 25.0}
+    assert budget.planned_seconds(plan, 0, 10) == 4 * 25 + 6 * 50
+    assert budget.planned_seconds(plan, 2, 6) == 2 * 25 + 2 * 50
+    assert budget.planned_seconds(plan, 5, 7) == 2 * 50
+    # low epochs took 2x their 25 s: 600 - 20 - 100 - 10 = 470 s left; at 2x, the 2 low epochs left
+    # (100 s) and 3 full ones (300 s) fit, a 4th full one (500 s in all) not
+    assert budget.epochs_at_pace(plan, [50.0, 50.0], final_s=5.0) == (7, pytest.approx(2.0))
+
+
+def test_the_schedule_decays_to_a_new_end_inside_a_traced_step():
+    from mobilecls._tf import tf
+    from mobilecls.training.train import LearningRate
+
+    schedule = LearningRate("cosine", 1.0, total_steps=100)
+    rate = tf.function(lambda step: schedule(step))
+    assert float(rate(50)) == pytest.approx(0.5)
+    schedule.end_at(60)
+    assert float(rate(50)) == pytest.approx(0.5 * (1 + math.cos(math.pi * 50 / 60)))
+    assert float(rate(60)) == pytest.approx(0.0, abs=1e-7)
+    assert schedule.get_config()["total_steps"] == schedule.total_steps == 60
+
+
+TINY_FOLDER_STEPS = 32 // 8  # tiny_images: 40 images, 8 held out, batch 8
+
+
+def _fast_probe(*args):
+    """A probe that times the tiny fit at a small fraction of its real cost: the budget overruns."""
+    return budget.EpochCost(train_step_s=0.001, eval_batch_s=0.001)
+
+
+def test_a_run_slower_than_its_probe_drops_epochs_to_keep_its_budget(tmp_path, tiny_images, monkeypatch):
+    from tiny import folder_recipe
+
+    from mobilecls._tf import keras
+    from mobilecls.training import train
+
+    monkeypatch.setattr(budget, "measure_epoch_cost", _fast_probe)
+    recipe = folder_recipe(tiny_images, train={"time_budget_minutes": 0.15})
+    run = train.fit(recipe, str(tmp_path / "run"), quiet=True)
+    plan = run.metrics["time_budget"]
+    (replan, *later) = plan["replans"]
+    assert replan["after_epoch"] == 2 and replan["pace"] > 10  # from the second epoch: the first traced the step
+    assert replan["from_epochs"] > 100 > replan["epochs"]  # hundreds planned at the fast probe's pace
+    epochs = run.metrics["epochs"]
+    assert epochs == plan["epochs"] == (later[-1] if later else replan)["epochs"]
+    assert recipes.load(os.path.join(run.path, "recipe.yaml")).train.epochs == epochs
+    with open(os.path.join(run.path, "history.csv"), encoding="utf-8") as handle:
+        assert len(list(csv.DictReader(handle))) == epochs
+    last = keras.models.load_model(os.path.join(run.path, "last.keras"))
+    assert last.optimizer._learning_rate.total_steps == epochs * TINY_FOLDER_STEPS
+    assert int(last.optimizer.iterations.numpy()) == epochs * TINY_FOLDER_STEPS
+
+
+def test_a_run_resumed_after_a_replan_trains_the_replanned_epochs(tmp_path, tiny_images, monkeypatch):
+    from tiny import folder_recipe
+
+    from mobilecls._tf import keras
+    from mobilecls.training import run_state, train
+
+    monkeypatch.setattr(budget, "measure_epoch_cost", _fast_probe)
+    keep = train._BudgetKeeper.on_epoch_end
+
+    def killed_after_the_first_replan(self, epoch, logs=None):
+        keep(self, epoch, logs)
+        if self.state["plan"].get("replans"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train._BudgetKeeper, "on_epoch_end", killed_after_the_first_replan)
+    out = str(tmp_path / "run")
+    recipe = folder_recipe(tiny_images, train={"time_budget_minutes": 0.3})
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(recipe, out, quiet=True)
+    state = run_state.read(out)
+    replanned = state["plan"]["epochs"]
+    assert state["epochs_done"] == 2 and replanned < state["plan"]["replans"][0]["from_epochs"]
+    # as a kill between recipe.yaml and the manifest would leave it: the recipe still names the old plan
+    recipes.save(recipes.replace(recipe, train={"epochs": state["plan"]["replans"][0]["from_epochs"]}),
+                 os.path.join(out, "recipe.yaml"))
+    monkeypatch.setattr(train._BudgetKeeper, "on_epoch_end", keep)
+    run = train.fit(None, out, resume=True, quiet=True)
+    epochs = run.metrics["epochs"]
+    assert epochs <= replanned
+    with open(os.path.join(out, "history.csv"), encoding="utf-8") as handle:
+        assert len(list(csv.DictReader(handle))) == epochs
+    last = keras.models.load_model(os.path.join(out, "last.keras"))
+    assert last.optimizer._learning_rate.total_steps == epochs * TINY_FOLDER_STEPS  # decayed to the end

@@ -300,7 +300,8 @@ def model_card(root, folder, entries):
                      f"{_percent(metrics_of.get('accuracy'))} | {delta} | {_percent(metrics_of.get('recall'))} | "
                      f"{_percent(metrics_of.get('f1'))} | {entry['size_bytes']:,} B | {gzip} | "
                      f"{latency[0]} | {latency[1]} |")
-    # recipe.yaml holds the epochs a time budget planned; without the budget they are replayed exactly.
+    # recipe.yaml holds the epochs a time budget planned; without the budget they are replayed (exactly,
+    # unless the budget dropped epochs mid-run: time_budget.replans in the fit's metrics.json).
     budget = " --set train.time_budget_minutes=null" if recipe.train.time_budget_minutes else ""
     lines += ["", "Commands (RUN is the fit's run folder; from this folder):", "",
               f"    mobilecls fit --recipe recipe.yaml{data_flag}{budget} --out RUN"]

@@ -3,6 +3,10 @@
 A short probe times training steps and validation batches of a fresh copy of the model on the
 real input pipeline; the number of epochs then follows from the minutes left. The schedule is
 built for that many epochs, so a budgeted run still decays its learning rate to the end.
+
+A shared machine can then run slower than it did during the probe (here a whole fit ran its
+epochs at 1.15-1.25x the probe's time); after every epoch ``epochs_at_pace`` plans the rest again
+at the pace measured so far, and the run drops the epochs that would overrun the budget.
 """
 
 import dataclasses
@@ -128,6 +132,42 @@ def epochs_within(budget_s, elapsed_s, cost, steps, eval_batches, final_batches,
         raise ValueError(f"train.time_budget_minutes={budget_s / 60:g} fits no epoch here: one epoch takes "
                          f"about {epoch_s:.0f} s and {elapsed_s:.0f} s went to loading data and timing the model")
     return epochs
+
+
+def planned_seconds(plan, start, end):
+    """What ``plan`` (``fit``'s ``time_budget`` record) expected epochs ``start`` to ``end`` (from 0)
+    to take: its low-resolution epochs come first."""
+    lows = max(0, min(end, plan.get("low_resolution_epochs", 0)) - start)
+    low_s = plan.get("planned_low_resolution_epoch_s", plan["planned_epoch_s"])
+    return lows * low_s + (end - start - lows) * plan["planned_epoch_s"]
+
+
+def epochs_at_pace(plan, epoch_seconds, final_s):
+    """The most epochs, no more than ``plan["epochs"]``, that still end within the budget if the
+    epochs left run at the pace the epochs done ran, and that pace.
+
+    Args:
+        plan: ``fit``'s ``time_budget`` record: ``minutes``, ``epochs``, ``planned_epoch_s``,
+            ``probe_done_at_s`` (and with progressive resizing ``low_resolution_epochs``,
+            ``planned_low_resolution_epoch_s``).
+        epoch_seconds: the measured seconds of each epoch done (one or more).
+        final_s: the planned seconds of the final metrics pass.
+
+    Returns:
+        ``(epochs, pace)``: ``pace`` is the measured over the planned seconds of the epochs after
+        the first (which also traced the training step; with one epoch done, of that one), 1.0 as
+        planned; ``epochs`` is never fewer than the epochs done (then the run stops now) and never
+        more than planned.
+    """
+    done = len(epoch_seconds)
+    spent = sum(epoch_seconds)
+    first = 1 if done > 1 else 0
+    pace = sum(epoch_seconds[first:]) / planned_seconds(plan, first, done)
+    left = 60.0 * plan["minutes"] - plan["probe_done_at_s"] - spent - pace * final_s
+    epochs = plan["epochs"]
+    while epochs > done and pace * planned_seconds(plan, done, epochs) > left:
+        epochs -= 1
+    return epochs, pace
 
 
 def low_resolution_epochs(epochs, fraction):

@@ -31,20 +31,30 @@ class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up, then constant, step decay, cosine or one-cycle (cosine down from the peak).
 
     A function of the optimizer step, so a resumed run continues the schedule where it stopped.
+    The last step is a variable (``end_at``), so a time budget can end a traced run sooner.
     """
 
     def __init__(self, name, peak, total_steps, warmup_steps=0, step_every=1, step_factor=0.1,
                  final_fraction=0.0):
         super().__init__()
-        self.name, self.peak, self.total_steps = name, float(peak), int(total_steps)
+        self.name, self.peak = name, float(peak)
+        self._total_steps = tf.Variable(float(total_steps), trainable=False, dtype=tf.float32)
         self.warmup_steps, self.step_every = int(warmup_steps), max(1, int(step_every))
         self.step_factor, self.final_fraction = float(step_factor), float(final_fraction)
+
+    @property
+    def total_steps(self):
+        return int(self._total_steps.numpy())
+
+    def end_at(self, total_steps):
+        """Decay to ``total_steps`` instead (the steps taken so far keep the rates they had)."""
+        self._total_steps.assign(float(total_steps))
 
     def __call__(self, step):
         step = tf.cast(step, tf.float32)
         warmup = tf.cast(self.warmup_steps, tf.float32)
         after = tf.maximum(step - warmup, 0.0)
-        span = tf.maximum(tf.cast(self.total_steps, tf.float32) - warmup, 1.0)
+        span = tf.maximum(self._total_steps - warmup, 1.0)
         if self.name == "constant":
             decayed = tf.constant(self.peak)
         elif self.name == "step":
@@ -291,6 +301,41 @@ class _Recorder(keras.callbacks.Callback):
             os.unlink(os.path.join(self.folder, path))
 
 
+class _BudgetKeeper(keras.callbacks.Callback):
+    """With a time budget: after each recorded epoch, fewer epochs if the pace measured so far
+    would overrun the budget (``budget.epochs_at_pace``); inert without a plan.
+
+    The schedule then decays to the new last epoch, and the plan, ``recipe.yaml`` and the manifest
+    say so (``plan["replans"]``), so a resumed run trains the same epochs. Never more epochs than
+    planned: a machine that runs faster than its probe finishes early, as it always did.
+    """
+
+    def __init__(self, folder, state, steps, final_s, quiet):
+        super().__init__()
+        self.folder, self.state, self.steps, self.final_s, self.quiet = folder, state, steps, final_s, quiet
+
+    def on_epoch_end(self, epoch, logs=None):
+        state, plan = self.state, self.state["plan"]
+        if not plan or state["epochs_done"] != epoch + 1:  # no budget, or an epoch _Recorder dropped (NaN)
+            return
+        if state["epochs_done"] < 2 < plan["epochs"]:  # the first epoch also traced the step: pace from the second
+            return
+        epochs, pace = budget.epochs_at_pace(plan, state["epoch_seconds"], self.final_s)
+        if epochs < plan["epochs"]:
+            plan.setdefault("replans", []).append({"after_epoch": epoch + 1, "pace": pace,
+                                                   "from_epochs": plan["epochs"], "epochs": epochs})
+            plan["epochs"] = epochs
+            self.model.optimizer._learning_rate.end_at(epochs * self.steps)  # tf_keras keeps the schedule there
+            path = os.path.join(self.folder, "recipe.yaml")
+            recipes.save(recipes.replace(recipes.load(path), train={"epochs": epochs}), path)
+            run_state.commit(self.folder, state)
+            if not self.quiet:
+                print(f"time budget {plan['minutes']:g} min: epochs take {pace:.2f}x the planned time, so "
+                      f"{epochs} epochs instead of {plan['replans'][-1]['from_epochs']}", flush=True)
+        if state["epochs_done"] >= plan["epochs"]:
+            self.model.stop_training = True
+
+
 def _training_state(model):
     """Weights and optimizer variables (step, momenta, weight averages) as .npz bytes: what
     resuming restores."""
@@ -518,6 +563,8 @@ def fit(recipe, out, resume=False, quiet=False, strategy="default"):
         recipe, state = recipes.load(os.path.join(out, "recipe.yaml")), run_state.read(out)
         if state["finished"]:
             return _finished_run(out, quiet)
+        if state["plan"]:  # the manifest is committed last: a kill may leave recipe.yaml a re-plan behind
+            recipe = recipes.replace(recipe, train={"epochs": state["plan"]["epochs"]})
     elif isinstance(recipe, str):
         recipe = recipes.load(recipe)
     keras.utils.set_random_seed(recipe.train.seed)
@@ -581,12 +628,16 @@ def fit(recipe, out, resume=False, quiet=False, strategy="default"):
             _create_run_folder(out, recipe, data.class_names, state)
             created = True
         monitor = _Monitor(batch_size, steps, quiet)
-        callbacks = _epoch_callbacks(out, monitor, average, state)
+        final_s = state["plan"]["eval_batch_s"] * _final_batches(data) if state["plan"] else 0.0
+        callbacks = [*_epoch_callbacks(out, monitor, average, state), _BudgetKeeper(out, state, steps, final_s, quiet)]
         low_epochs = (budget.low_resolution_epochs(recipe.train.epochs, recipe.train.low_resolution_fraction)
                       if low_size else 0)
+        if state["plan"]:  # as planned, whatever epochs the budget keeper dropped since
+            low_epochs = state["plan"].get("low_resolution_epochs", low_epochs)
         # progressive resizing: a fit call per image size (each traces its own training step)
-        for end, size in ((low_epochs, low_size), (recipe.train.epochs, None)):
-            done = state["epochs_done"]
+        for size in (low_size, None):
+            epochs = state["plan"]["epochs"] if state["plan"] else recipe.train.epochs
+            end, done = min(low_epochs, epochs) if size else epochs, state["epochs_done"]
             if done >= end or monitor.nan_at:
                 continue
             monitor.image_size = (size or full_size) if low_size else None
@@ -613,6 +664,8 @@ def fit(recipe, out, resume=False, quiet=False, strategy="default"):
     if recipe.train.mixed_precision:
         with replacing(os.path.join(out, "best.keras")) as temporary:
             best.save(temporary)
+    if state["plan"]:
+        recipe = recipes.replace(recipe, train={"epochs": state["plan"]["epochs"]})
     return _finish(out, recipe, state, best, data, strategy, distribution, entered)
 
 
@@ -652,6 +705,12 @@ def _finished_run(out, quiet):
     return Run(out, metrics)
 
 
+def _final_batches(data):
+    """Batches of the final metrics pass (validation and test splits)."""
+    return sum(math.ceil(len(data.splits[split].images) / EVAL_BATCH) for split in ("val", "test")
+               if split in data.splits)
+
+
 def _plan_epochs(recipe, strategy, probe, average, batches, validation, data, steps, batch_size, elapsed_s, quiet):
     """The recipe with as many epochs as fit in ``train.time_budget_minutes``, and the plan.
 
@@ -671,10 +730,8 @@ def _plan_epochs(recipe, strategy, probe, average, batches, validation, data, st
             low_cost = budget.measure_epoch_cost(probe, batches(image_size=low_size), validation, callbacks)
     elapsed_s += time.perf_counter() - started
     eval_batches = math.ceil(len(data.splits["val"].images) / EVAL_BATCH)
-    final_batches = sum(math.ceil(len(data.splits[split].images) / EVAL_BATCH)
-                        for split in ("val", "test") if split in data.splits)
     budget_s = 60.0 * recipe.train.time_budget_minutes
-    epochs = budget.epochs_within(budget_s, elapsed_s, cost, steps, eval_batches, final_batches,
+    epochs = budget.epochs_within(budget_s, elapsed_s, cost, steps, eval_batches, _final_batches(data),
                                   low_resolution=(low_cost, fraction) if low_size else None)
     warmup = recipe.schedule.warmup_epochs
     if warmup and epochs <= warmup:
