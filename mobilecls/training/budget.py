@@ -4,9 +4,10 @@ A short probe times training steps and validation batches of a fresh copy of the
 real input pipeline; the number of epochs then follows from the minutes left. The schedule is
 built for that many epochs, so a budgeted run still decays its learning rate to the end.
 
-A shared machine can then run slower than it did during the probe (here a whole fit ran its
-epochs at 1.15-1.25x the probe's time); after every epoch ``epochs_at_pace`` plans the rest again
-at the pace measured so far, and the run drops the epochs that would overrun the budget.
+A shared machine can then run slower than it did during the probe (2026-12-06: the first 12
+epochs of a MobileNetV1 fit at 1.01-1.25x the planned time); after every epoch from the second
+``epochs_at_pace`` plans the rest again at the pace measured since the first, and the run drops the
+epochs that would overrun the budget.
 """
 
 import dataclasses
