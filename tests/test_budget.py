@@ -101,8 +101,7 @@ def test_a_budgeted_run_trains_the_planned_epochs_and_records_the_plan(tmp_path)
     cost = budget.EpochCost(plan["train_step_s"], plan["eval_batch_s"], plan["epoch_overhead_s"])
     assert plan["planned_epoch_s"] == pytest.approx(cost.epoch_seconds(steps, val_batches))
     # a machine slower than its probe drops epochs later: the probe's plan is the first one
-    first_plan = plan["replans"][0]["from_epochs"] if "replans" in plan else plan["epochs"]
-    assert first_plan == budget.epochs_within(30, plan["probe_done_at_s"], cost, steps, val_batches,
+    assert budget.first_plan_epochs(plan) == budget.epochs_within(30, plan["probe_done_at_s"], cost, steps, val_batches,
                                               val_batches + math.ceil(sizes["test"] / EVAL_BATCH))
     with open(os.path.join(run.path, "metrics.json"), encoding="utf-8") as handle:
         assert json.load(handle)["total_time_s"] >= run.metrics["wall_time_s"] > 0
@@ -179,16 +178,28 @@ def test_the_probe_times_the_runs_own_epoch_callbacks_in_a_folder_it_removes(mon
 PLAN = {"minutes": 10, "epochs": 10, "planned_epoch_s": 50.0, "probe_done_at_s": 20.0}
 
 
-def test_epochs_at_pace_drops_the_epochs_a_slower_machine_would_overrun_and_never_adds_any():
+def test_epochs_at_pace_drops_the_epochs_a_slower_machine_would_overrun_and_never_adds_unplanned_ones():
     # as planned: 600 - 20 - 100 - 5 = 475 s left holds the 8 epochs left (400 s)
     assert budget.epochs_at_pace(PLAN, [50.0, 50.0], final_s=5.0) == (10, pytest.approx(1.0))
     # 1.2x slower after the first epoch (which also traced the step): 600 - 20 - 130 - 6 = 444 s left
     # holds 7 epochs of 60 s (420 s), not 8 (480 s)
     assert budget.epochs_at_pace(PLAN, [70.0, 60.0], final_s=5.0) == (9, pytest.approx(1.2))
     assert budget.epochs_at_pace(PLAN, [70.0], final_s=5.0)[1] == pytest.approx(1.4)  # one epoch: that one
-    assert budget.epochs_at_pace(PLAN, [30.0, 30.0], final_s=5.0)[0] == 10  # faster: the plan stands
+    assert budget.epochs_at_pace(PLAN, [30.0, 30.0], final_s=5.0)[0] == 10  # faster: the probe's plan stands
     # so slow that not one more epoch fits: stop after the epochs done
     assert budget.epochs_at_pace(PLAN, [250.0, 250.0], final_s=5.0)[0] == 2
+
+
+def test_epochs_at_pace_gives_back_dropped_epochs_at_the_pace_of_the_last_few():
+    replanned = {**PLAN, "epochs": 8, "replans": [{"after_epoch": 3, "pace": 1.4, "from_epochs": 10, "epochs": 8}]}
+    assert budget.first_plan_epochs(replanned) == 10 and budget.first_plan_epochs(PLAN) == 10
+    # three slow epochs, then four as planned: 600 - 20 - 410 - 5 = 165 s left holds the 3 epochs left
+    # at the last four's pace (150 s), not at the pace since the first (1.13x, 170 s)
+    seconds = [70.0, 70.0, 70.0, 50.0, 50.0, 50.0, 50.0]
+    assert budget.PACE_WINDOW == 4
+    assert budget.epochs_at_pace(replanned, seconds, final_s=5.0) == (10, pytest.approx(1.0))
+    # never more than the probe planned, however fast
+    assert budget.epochs_at_pace(replanned, [70.0, 70.0, 70.0, 10.0], final_s=5.0)[0] == 10
 
 
 def test_epochs_at_pace_counts_the_cheaper_low_resolution_epochs_first():
@@ -199,6 +210,9 @@ def test_epochs_at_pace_counts_the_cheaper_low_resolution_epochs_first():
     # low epochs took 2x their 25 s: 600 - 20 - 100 - 10 = 470 s left; at 2x, the 2 low epochs left
     # (100 s) and 3 full ones (300 s) fit, a 4th full one (500 s in all) not
     assert budget.epochs_at_pace(plan, [50.0, 50.0], final_s=5.0) == (7, pytest.approx(2.0))
+    # at 4x, 600 - 20 - 200 - 20 = 360 s hold the 2 low epochs left (200 s) but no full one (200 s):
+    # one full-resolution epoch is kept all the same, since a run must not end on a low-resolution one
+    assert budget.epochs_at_pace(plan, [100.0, 100.0], final_s=5.0) == (5, pytest.approx(4.0))
 
 
 def test_the_schedule_decays_to_a_new_end_inside_a_traced_step():
@@ -278,3 +292,68 @@ def test_a_run_resumed_after_a_replan_trains_the_replanned_epochs(tmp_path, tiny
         assert len(list(csv.DictReader(handle))) == epochs
     last = keras.models.load_model(os.path.join(out, "last.keras"))
     assert last.optimizer._learning_rate.total_steps == epochs * TINY_FOLDER_STEPS  # decayed to the end
+
+
+def test_the_budget_keeper_gives_back_epochs_and_moves_the_schedule_end_up(tmp_path):
+    from types import SimpleNamespace
+
+    from mobilecls.training import run_state, train
+
+    folder = str(tmp_path)
+    recipes.save(recipes.replace(TINY, train={"epochs": 8}), os.path.join(folder, "recipe.yaml"))
+    plan = {**PLAN, "epochs": 8, "replans": [{"after_epoch": 3, "pace": 1.4, "from_epochs": 10, "epochs": 8}]}
+    state = {**run_state.new_state(plan), "epochs_done": 7, "epoch_seconds": [70.0, 70.0, 70.0, 50.0, 50.0, 50.0, 50.0]}
+    schedule = train.LearningRate("linear", 0.1, total_steps=8 * 10)
+    keeper = train._BudgetKeeper(folder, state, steps=10, final_s=5.0, quiet=True)
+    keeper.set_model(SimpleNamespace(optimizer=SimpleNamespace(_learning_rate=schedule), stop_training=False))
+    keeper.on_epoch_end(6)
+    assert plan["epochs"] == 10 and plan["replans"][-1] == {"after_epoch": 7, "pace": pytest.approx(1.0),
+                                                            "from_epochs": 8, "epochs": 10}
+    assert schedule.total_steps == 100 and not keeper.model.stop_training
+    assert recipes.load(os.path.join(folder, "recipe.yaml")).train.epochs == 10
+    assert run_state.read(folder)["plan"]["epochs"] == 10  # what --resume trains
+
+
+def test_a_run_the_budget_stopped_early_trains_no_more_when_resumed(tmp_path, tiny_images, monkeypatch):
+    from tiny import folder_recipe
+
+    from mobilecls.training import run_state, train
+
+    monkeypatch.setattr(budget, "measure_epoch_cost", _fast_probe)
+    finish = train._finish
+
+    def killed_before_the_metrics(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "_finish", killed_before_the_metrics)
+    out = str(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(folder_recipe(tiny_images, train={"time_budget_minutes": 0.15}), out, quiet=True)
+    state = run_state.read(out)
+    epochs = state["plan"]["epochs"]
+    assert state["epochs_done"] == epochs < budget.first_plan_epochs(state["plan"])
+    monkeypatch.setattr(train, "_finish", finish)
+    run = train.fit(None, out, resume=True, quiet=True)
+    assert run.metrics["epochs"] == epochs
+    with open(os.path.join(out, "history.csv"), encoding="utf-8") as handle:
+        assert len(list(csv.DictReader(handle))) == epochs
+
+
+# A real fit's epochs (2026-12-06, MobileNetV1 0.75, docs/results.md): 28 planned at 225 s, then a slow start,
+# six epochs at the planned pace in the middle, slower again at the end.
+MEASURED_PLAN = {"minutes": 112.0, "epochs": 28, "planned_epoch_s": 225.05, "probe_done_at_s": 14.9}
+MEASURED_SECONDS = [258, 281, 268, 256, 276, 277, 273, 248, 253, 228, 237, 229, 256, 224, 225, 224, 225, 224, 225,
+                    249, 256, 249, 254, 253, 269, 262]
+
+
+def test_replayed_on_a_real_fit_the_keeper_ends_within_the_budget_without_giving_up_epochs_for_a_slow_start():
+    plan, final_s, epochs = dict(MEASURED_PLAN), 7.1, []
+    for done in range(2, len(MEASURED_SECONDS) + 1):  # the keeper's calls, from the second epoch
+        plan["epochs"], _ = budget.epochs_at_pace(plan, MEASURED_SECONDS[:done], final_s)
+        plan.setdefault("replans", [{"from_epochs": MEASURED_PLAN["epochs"]}])
+        epochs.append(plan["epochs"])
+        if done >= plan["epochs"]:
+            break
+    # a pace since the first epoch planned 23 after epoch 2 (1.25x) and never took any back
+    assert epochs[0] == 23 and max(epochs) == 27 and done == plan["epochs"] == 26
+    assert sum(MEASURED_SECONDS[:done]) + MEASURED_PLAN["probe_done_at_s"] + final_s <= 60 * MEASURED_PLAN["minutes"]

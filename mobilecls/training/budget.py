@@ -5,9 +5,10 @@ real input pipeline; the number of epochs then follows from the minutes left. Th
 built for that many epochs, so a budgeted run still decays its learning rate to the end.
 
 A shared machine can then run slower than it did during the probe (2026-12-06: the first 12
-epochs of a MobileNetV1 fit at 1.01-1.25x the planned time); after every epoch from the second
-``epochs_at_pace`` plans the rest again at the pace measured since the first, and the run drops the
-epochs that would overrun the budget.
+epochs of a MobileNetV1 fit at 1.01-1.25x the planned time, then six at the planned pace); after
+every epoch from the second ``epochs_at_pace`` plans the rest again at the pace of the last few
+epochs: the run drops the epochs that would overrun the budget, and takes them back (never more
+than the probe planned) when the machine is fast again.
 """
 
 import dataclasses
@@ -23,6 +24,9 @@ PROBE_EVAL_BATCHES = 2  # timed validation batches per probe epoch, after one mo
 # demo recipe planned 3.93 s per epoch and ran 4.11 s; ShuffleNetV2 1.0x on CIFAR-10 planned
 # 123.6 s and ran 127.3 s (125.4 s after the first epoch).
 SAFETY_MARGIN = 0.05
+# Epochs whose pace predicts the epochs left: recent enough to follow a machine that slows down or
+# recovers mid-run, enough of them that one slow epoch does not move the plan by itself.
+PACE_WINDOW = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,30 +147,38 @@ def planned_seconds(plan, start, end):
     return lows * low_s + (end - start - lows) * plan["planned_epoch_s"]
 
 
+def first_plan_epochs(plan):
+    """The epochs the probe planned, before any re-plan: the most a run with ``plan`` trains."""
+    replans = plan.get("replans")
+    return replans[0]["from_epochs"] if replans else plan["epochs"]
+
+
 def epochs_at_pace(plan, epoch_seconds, final_s):
-    """The most epochs, no more than ``plan["epochs"]``, that still end within the budget if the
-    epochs left run at the pace the epochs done ran, and that pace.
+    """The most epochs, no more than the probe planned, that still end within the budget if the
+    epochs left run at the pace of the last epochs done, and that pace.
 
     Args:
         plan: ``fit``'s ``time_budget`` record: ``minutes``, ``epochs``, ``planned_epoch_s``,
-            ``probe_done_at_s`` (and with progressive resizing ``low_resolution_epochs``,
-            ``planned_low_resolution_epoch_s``).
+            ``probe_done_at_s``, ``replans`` if any (and with progressive resizing
+            ``low_resolution_epochs``, ``planned_low_resolution_epoch_s``).
         epoch_seconds: the measured seconds of each epoch done (one or more).
         final_s: the planned seconds of the final metrics pass.
 
     Returns:
-        ``(epochs, pace)``: ``pace`` is the measured over the planned seconds of the epochs after
-        the first (which also traced the training step; with one epoch done, of that one), 1.0 as
-        planned; ``epochs`` is never fewer than the epochs done (then the run stops now) and never
-        more than planned.
+        ``(epochs, pace)``: ``pace`` is the measured over the planned seconds of the last
+        ``PACE_WINDOW`` epochs, leaving out the first (which also traced the training step) unless
+        it is the only one, 1.0 as planned; ``epochs`` is never more than ``first_plan_epochs``,
+        never fewer than the epochs done (then the run stops now) and, with progressive resizing,
+        never ends on a low-resolution epoch (one full-resolution epoch is kept even if it overruns).
     """
     done = len(epoch_seconds)
-    spent = sum(epoch_seconds)
-    first = 1 if done > 1 else 0
+    first = max(1 if done > 1 else 0, done - PACE_WINDOW)
     pace = sum(epoch_seconds[first:]) / planned_seconds(plan, first, done)
-    left = 60.0 * plan["minutes"] - plan["probe_done_at_s"] - spent - pace * final_s
-    epochs = plan["epochs"]
-    while epochs > done and pace * planned_seconds(plan, done, epochs) > left:
+    left = 60.0 * plan["minutes"] - plan["probe_done_at_s"] - sum(epoch_seconds) - pace * final_s
+    low = plan.get("low_resolution_epochs", 0)
+    least = max(done, low + 1 if low else 0)
+    epochs = first_plan_epochs(plan)
+    while epochs > least and pace * planned_seconds(plan, done, epochs) > left:
         epochs -= 1
     return epochs, pace
 

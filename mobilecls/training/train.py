@@ -302,12 +302,13 @@ class _Recorder(keras.callbacks.Callback):
 
 
 class _BudgetKeeper(keras.callbacks.Callback):
-    """With a time budget: after each recorded epoch, fewer epochs if the pace measured so far
-    would overrun the budget (``budget.epochs_at_pace``); inert without a plan.
+    """With a time budget: after each recorded epoch, as many epochs as the recent pace fits in
+    the budget (``budget.epochs_at_pace``); inert without a plan.
 
-    The schedule then decays to the new last epoch, and the plan, ``recipe.yaml`` and the manifest
-    say so (``plan["replans"]``), so a resumed run trains the same epochs. Never more epochs than
-    planned: a machine that runs faster than its probe finishes early, as it always did.
+    Fewer epochs when the machine slows down, some of them back when it recovers, never more
+    than the probe planned (``fit`` calls ``model.fit`` for those; this callback stops it). The
+    schedule then decays to the new last epoch, and the plan, ``recipe.yaml`` and the manifest
+    say so (``plan["replans"]``), so a resumed run trains the same epochs.
     """
 
     def __init__(self, folder, state, steps, final_s, quiet):
@@ -321,7 +322,7 @@ class _BudgetKeeper(keras.callbacks.Callback):
         if state["epochs_done"] < 2 < plan["epochs"]:  # the first epoch also traced the step: pace from the second
             return
         epochs, pace = budget.epochs_at_pace(plan, state["epoch_seconds"], self.final_s)
-        if epochs < plan["epochs"]:
+        if epochs != plan["epochs"]:
             plan.setdefault("replans", []).append({"after_epoch": epoch + 1, "pace": pace,
                                                    "from_epochs": plan["epochs"], "epochs": epochs})
             plan["epochs"] = epochs
@@ -330,7 +331,7 @@ class _BudgetKeeper(keras.callbacks.Callback):
             recipes.save(recipes.replace(recipes.load(path), train={"epochs": epochs}), path)
             run_state.commit(self.folder, state)
             if not self.quiet:
-                print(f"time budget {plan['minutes']:g} min: epochs take {pace:.2f}x the planned time, so "
+                print(f"time budget {plan['minutes']:g} min: the last epochs took {pace:.2f}x the planned time, so "
                       f"{epochs} epochs instead of {plan['replans'][-1]['from_epochs']}", flush=True)
         if state["epochs_done"] >= plan["epochs"]:
             self.model.stop_training = True
@@ -630,15 +631,16 @@ def fit(recipe, out, resume=False, quiet=False, strategy="default"):
         monitor = _Monitor(batch_size, steps, quiet)
         final_s = state["plan"]["eval_batch_s"] * _final_batches(data) if state["plan"] else 0.0
         callbacks = [*_epoch_callbacks(out, monitor, average, state), _BudgetKeeper(out, state, steps, final_s, quiet)]
-        low_epochs = (budget.low_resolution_epochs(recipe.train.epochs, recipe.train.low_resolution_fraction)
-                      if low_size else 0)
-        if state["plan"]:  # as planned, whatever epochs the budget keeper dropped since
-            low_epochs = state["plan"].get("low_resolution_epochs", low_epochs)
+        plan = state["plan"]
+        if plan:  # up to what the probe planned: the budget keeper stops the run at its current plan
+            epochs, low_epochs = budget.first_plan_epochs(plan), plan.get("low_resolution_epochs", 0)
+        else:
+            epochs = recipe.train.epochs
+            low_epochs = budget.low_resolution_epochs(epochs, recipe.train.low_resolution_fraction) if low_size else 0
         # progressive resizing: a fit call per image size (each traces its own training step)
         for size in (low_size, None):
-            epochs = state["plan"]["epochs"] if state["plan"] else recipe.train.epochs
             end, done = min(low_epochs, epochs) if size else epochs, state["epochs_done"]
-            if done >= end or monitor.nan_at:
+            if done >= end or (plan and done >= plan["epochs"]) or monitor.nan_at:
                 continue
             monitor.image_size = (size or full_size) if low_size else None
             model.fit(batches(first_epoch=done, image_size=size), epochs=end, initial_epoch=done,
@@ -664,8 +666,8 @@ def fit(recipe, out, resume=False, quiet=False, strategy="default"):
     if recipe.train.mixed_precision:
         with replacing(os.path.join(out, "best.keras")) as temporary:
             best.save(temporary)
-    if state["plan"]:
-        recipe = recipes.replace(recipe, train={"epochs": state["plan"]["epochs"]})
+    if plan:
+        recipe = recipes.replace(recipe, train={"epochs": plan["epochs"]})
     return _finish(out, recipe, state, best, data, strategy, distribution, entered)
 
 
