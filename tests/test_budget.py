@@ -350,25 +350,36 @@ SLOW_SECOND_EPOCH = ({"minutes": 112.0, "epochs": 23, "planned_epoch_s": 267.57,
                       272, 255, 251, 268])
 
 
-def _replayed(first_plan, seconds, final_s=7.1):
-    """The keeper's plans after each epoch from the second, on recorded epoch times, until it stops."""
-    plan, plans = dict(first_plan), []
-    for done in range(2, len(seconds) + 1):
-        epochs, _ = budget.epochs_at_pace(plan, seconds[:done], final_s)
-        if epochs != plan["epochs"]:
-            plan.setdefault("replans", []).append({"from_epochs": plan["epochs"], "epochs": epochs})
-            plan["epochs"] = epochs
-        plans.append(epochs)
-        if done >= epochs:
+def _replayed(folder, first_plan, seconds, final_s=7.1, steps=10):
+    """The plans ``_BudgetKeeper`` makes after each epoch from the second, fed recorded epoch times, until it
+    stops the run."""
+    from types import SimpleNamespace
+
+    from mobilecls.training import run_state, train
+
+    recipes.save(recipes.replace(TINY, train={"epochs": first_plan["epochs"]}), os.path.join(folder, "recipe.yaml"))
+    state = run_state.new_state(dict(first_plan))
+    keeper = train._BudgetKeeper(folder, state, steps, final_s, quiet=True)
+    schedule = train.LearningRate("cosine", 0.1, total_steps=first_plan["epochs"] * steps)
+    keeper.set_model(SimpleNamespace(optimizer=SimpleNamespace(_learning_rate=schedule), stop_training=False))
+    plans = []
+    for epoch, epoch_s in enumerate(seconds):
+        state["epoch_seconds"].append(epoch_s)
+        state["epochs_done"] = epoch + 1
+        keeper.on_epoch_end(epoch)
+        if epoch:
+            plans.append(state["plan"]["epochs"])
+            assert schedule.total_steps == state["plan"]["epochs"] * steps
+        if keeper.model.stop_training:
             break
     return plans
 
 
-def test_replayed_on_real_fits_the_keeper_ends_within_the_budget_without_giving_up_epochs_for_a_slow_start():
+def test_replayed_on_real_fits_the_keeper_ends_within_the_budget_without_giving_up_epochs_for_a_slow_start(tmp_path):
     first_plan, seconds = SLOW_START
-    plans = _replayed(first_plan, seconds)
+    plans = _replayed(str(tmp_path), first_plan, seconds)
     # a pace since the first epoch planned 23 after epoch 2 (1.25x) and never took any back
     assert plans[0] == 23 and max(plans) == 27 and len(plans) + 1 == plans[-1] == 26
     assert sum(seconds[:26]) + first_plan["probe_done_at_s"] + 7.1 <= 60 * first_plan["minutes"]
     # the first rule cut this one to 22 for good after epoch 2 and left ~14 min unused
-    assert _replayed(*SLOW_SECOND_EPOCH) == [22] * 3 + [23] * 18
+    assert _replayed(str(tmp_path), *SLOW_SECOND_EPOCH) == [22] * 3 + [23] * 18
