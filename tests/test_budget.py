@@ -1,6 +1,7 @@
 """`fit --time-budget`: the probe, the epoch arithmetic, and a budgeted run that keeps its plan."""
 
 import csv
+import functools
 import json
 import math
 import os
@@ -23,6 +24,8 @@ def test_epochs_within_counts_whole_epochs_in_what_is_left_after_a_safety_margin
     # 10 epochs need 508 / 0.95 + 31 = 565.7 s: one second less plans one epoch less
     assert budget.epochs_within(566, 30, cost, steps=100, eval_batches=4, final_batches=5) == 10
     assert budget.epochs_within(565, 30, cost, steps=100, eval_batches=4, final_batches=5) == 9
+    # without the margin: 569 s / 50.8 = 11.2 -> 11 epochs
+    assert budget.epochs_within(600, 30, cost, steps=100, eval_batches=4, final_batches=5, margin=0.0) == 11
 
 
 def test_progressive_resizing_plans_its_cheaper_low_resolution_epochs():
@@ -100,9 +103,12 @@ def test_a_budgeted_run_trains_the_planned_epochs_and_records_the_plan(tmp_path)
     steps, val_batches = sizes["train"] // 128, math.ceil(sizes["val"] / EVAL_BATCH)
     cost = budget.EpochCost(plan["train_step_s"], plan["eval_batch_s"], plan["epoch_overhead_s"])
     assert plan["planned_epoch_s"] == pytest.approx(cost.epoch_seconds(steps, val_batches))
-    # a machine slower than its probe drops epochs later: the probe's plan is the first one
-    assert budget.first_plan_epochs(plan) == budget.epochs_within(30, plan["probe_done_at_s"], cost, steps, val_batches,
-                                              val_batches + math.ceil(sizes["test"] / EVAL_BATCH))
+    # the probe's plan is the first one (the keeper re-plans from the run's pace), within a safety margin;
+    # the most it may become is what fits without it
+    within = functools.partial(budget.epochs_within, 30, plan["probe_done_at_s"], cost, steps, val_batches,
+                               val_batches + math.ceil(sizes["test"] / EVAL_BATCH))
+    assert (plan["replans"][0]["from_epochs"] if "replans" in plan else plan["epochs"]) == within()
+    assert plan["most_epochs"] == within(margin=0.0) >= plan["epochs"]
     with open(os.path.join(run.path, "metrics.json"), encoding="utf-8") as handle:
         assert json.load(handle)["total_time_s"] >= run.metrics["wall_time_s"] > 0
 
@@ -185,21 +191,28 @@ def test_epochs_at_pace_drops_the_epochs_a_slower_machine_would_overrun_and_neve
     # holds 7 epochs of 60 s (420 s), not 8 (480 s)
     assert budget.epochs_at_pace(PLAN, [70.0, 60.0], final_s=5.0) == (9, pytest.approx(1.2))
     assert budget.epochs_at_pace(PLAN, [70.0], final_s=5.0)[1] == pytest.approx(1.4)  # one epoch: that one
-    assert budget.epochs_at_pace(PLAN, [30.0, 30.0], final_s=5.0)[0] == 10  # faster: the probe's plan stands
+    assert budget.epochs_at_pace(PLAN, [30.0, 30.0], final_s=5.0)[0] == 10  # faster: no more than most_epochs
     # so slow that not one more epoch fits: stop after the epochs done
     assert budget.epochs_at_pace(PLAN, [250.0, 250.0], final_s=5.0)[0] == 2
 
 
 def test_epochs_at_pace_gives_back_dropped_epochs_at_the_pace_of_the_last_few():
     replanned = {**PLAN, "epochs": 8, "replans": [{"after_epoch": 3, "pace": 1.4, "from_epochs": 10, "epochs": 8}]}
-    assert budget.first_plan_epochs(replanned) == 10 and budget.first_plan_epochs(PLAN) == 10
+    assert budget.most_epochs(replanned) == 10 and budget.most_epochs(PLAN) == 10  # plans without most_epochs
     # three slow epochs, then four as planned: 600 - 20 - 410 - 5 = 165 s left holds the 3 epochs left
     # at the last four's pace (150 s), not at the pace since the first (1.13x, 170 s)
     seconds = [70.0, 70.0, 70.0, 50.0, 50.0, 50.0, 50.0]
     assert budget.PACE_WINDOW == 4
     assert budget.epochs_at_pace(replanned, seconds, final_s=5.0) == (10, pytest.approx(1.0))
-    # never more than the probe planned, however fast
+    # never more than most_epochs, however fast
     assert budget.epochs_at_pace(replanned, [70.0, 70.0, 70.0, 10.0], final_s=5.0)[0] == 10
+
+
+def test_epochs_at_pace_takes_the_epochs_the_probes_safety_margin_kept_back_when_the_pace_is_as_planned():
+    assert budget.most_epochs({**PLAN, "most_epochs": 12}) == 12
+    # as planned: 600 - 20 - 100 - 5 = 475 s left hold 9 more epochs of 50 s (450 s), not 10 (500 s)
+    assert budget.epochs_at_pace({**PLAN, "most_epochs": 12}, [50.0, 50.0], final_s=5.0) == (11, pytest.approx(1.0))
+    assert budget.epochs_at_pace({**PLAN, "most_epochs": 11}, [50.0, 50.0], final_s=5.0)[0] == 11
 
 
 def test_epochs_at_pace_counts_the_cheaper_low_resolution_epochs_first():
@@ -331,7 +344,7 @@ def test_a_run_the_budget_stopped_early_trains_no_more_when_resumed(tmp_path, ti
         train.fit(folder_recipe(tiny_images, train={"time_budget_minutes": 0.15}), out, quiet=True)
     state = run_state.read(out)
     epochs = state["plan"]["epochs"]
-    assert state["epochs_done"] == epochs < budget.first_plan_epochs(state["plan"])
+    assert state["epochs_done"] == epochs < budget.most_epochs(state["plan"])
     monkeypatch.setattr(train, "_finish", finish)
     run = train.fit(None, out, resume=True, quiet=True)
     assert run.metrics["epochs"] == epochs
@@ -383,3 +396,17 @@ def test_replayed_on_real_fits_the_keeper_ends_within_the_budget_without_giving_
     assert sum(seconds[:26]) + first_plan["probe_done_at_s"] + 7.1 <= 60 * first_plan["minutes"]
     # the first rule cut this one to 22 for good after epoch 2 and left ~14 min unused
     assert _replayed(str(tmp_path), *SLOW_SECOND_EPOCH) == [22] * 3 + [23] * 18
+
+
+def test_replayed_on_real_fits_the_keeper_takes_back_the_probes_safety_margin_when_the_pace_allows(tmp_path):
+    # the most the probe's pace fits without the margin: (6720 - 14.9 - 7.1) / 225.05 = 29.8 and
+    # (6720 - 15.8 - 7.1) / 267.57 = 25.0
+    most = {"most_epochs": 29}, {"most_epochs": 25}
+    # the slow start: no room for more than the 26 epochs it trained
+    assert _replayed(str(tmp_path), {**SLOW_START[0], **most[0]}, SLOW_START[1])[-1] == 26
+    # the slow second epoch: 25 epochs where the probe planned 23, had epochs 23-25 run at the pace of the
+    # last four recorded (262 s)
+    first_plan, seconds = {**SLOW_SECOND_EPOCH[0], **most[1]}, SLOW_SECOND_EPOCH[1] + [262] * 3
+    plans = _replayed(str(tmp_path), first_plan, seconds)
+    assert plans[:3] == [22] * 3 and len(plans) + 1 == plans[-1] == 25
+    assert sum(seconds) + first_plan["probe_done_at_s"] + 7.1 <= 60 * first_plan["minutes"]

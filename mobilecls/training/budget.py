@@ -7,8 +7,9 @@ built for that many epochs, so a budgeted run still decays its learning rate to 
 A shared machine can then run slower than it did during the probe (2026-12-06: the first 12
 epochs of a MobileNetV1 fit at 1.01-1.25x the planned time, then six at the planned pace); after
 every epoch from the second ``epochs_at_pace`` plans the rest again at the pace of the last few
-epochs: the run drops the epochs that would overrun the budget, and takes them back (never more
-than the probe planned) when the machine is fast again.
+epochs: the run drops the epochs that would overrun the budget, and takes them back when the
+machine is fast again, up to what the probe's pace fits in the whole budget (``most_epochs``: the
+first plan keeps a safety margin that a run measured at its planned pace no longer needs).
 """
 
 import dataclasses
@@ -20,9 +21,10 @@ from mobilecls._tf import keras
 PROBE_STEPS = 8         # training steps in each of the probe's two epochs
 PROBE_WARMUP_STEPS = 2  # the first epoch's first steps trace the graph and are not timed
 PROBE_EVAL_BATCHES = 2  # timed validation batches per probe epoch, after one more
-# Of the time left, for first-epoch tracing and a probe that runs a little fast. Measured: the
-# demo recipe planned 3.93 s per epoch and ran 4.11 s; ShuffleNetV2 1.0x on CIFAR-10 planned
-# 123.6 s and ran 127.3 s (125.4 s after the first epoch).
+# Of the time left, for first-epoch tracing and a probe that runs a little fast: the first plan
+# only, since the run's own epochs then set the pace. Measured: the demo recipe planned 3.93 s per
+# epoch and ran 4.11 s; ShuffleNetV2 1.0x on CIFAR-10 planned 123.6 s and ran 127.3 s (125.4 s
+# after the first epoch).
 SAFETY_MARGIN = 0.05
 # Epochs whose pace predicts the epochs left: recent enough to follow a machine that slows down or
 # recovers mid-run, enough of them that one slow epoch does not move the plan by itself.
@@ -105,8 +107,9 @@ def check_time_left(minutes, elapsed_s):
                          f"{elapsed_s:.1f} s, the whole budget")
 
 
-def epochs_within(budget_s, elapsed_s, cost, steps, eval_batches, final_batches, low_resolution=None):
-    """Whole epochs that fit in what is left of ``budget_s``.
+def epochs_within(budget_s, elapsed_s, cost, steps, eval_batches, final_batches, low_resolution=None,
+                  margin=SAFETY_MARGIN):
+    """Whole epochs that fit in what is left of ``budget_s``, less a ``margin`` (a fraction) of it.
 
     Args:
         budget_s: the whole fit's budget in seconds.
@@ -129,7 +132,7 @@ def epochs_within(budget_s, elapsed_s, cost, steps, eval_batches, final_batches,
         low = low_resolution_epochs(epochs, fraction)
         return low * low_epoch_s + (epochs - low) * epoch_s
 
-    left = (budget_s - elapsed_s - final_batches * cost.eval_batch_s) * (1.0 - SAFETY_MARGIN)
+    left = (budget_s - elapsed_s - final_batches * cost.eval_batch_s) * (1.0 - margin)
     epochs = math.floor(left / min(epoch_s, low_epoch_s)) if left > 0 else 0  # an upper bound
     while epochs and seconds(epochs) > left:
         epochs -= 1
@@ -147,19 +150,20 @@ def planned_seconds(plan, start, end):
     return lows * low_s + (end - start - lows) * plan["planned_epoch_s"]
 
 
-def first_plan_epochs(plan):
-    """The epochs the probe planned, before any re-plan: the most a run with ``plan`` trains."""
+def most_epochs(plan):
+    """The most epochs a run with ``plan`` trains: what the probe's pace fits in the budget without the
+    safety margin (plans recorded before ``most_epochs`` existed: the probe's plan)."""
     replans = plan.get("replans")
-    return replans[0]["from_epochs"] if replans else plan["epochs"]
+    return plan.get("most_epochs", replans[0]["from_epochs"] if replans else plan["epochs"])
 
 
 def epochs_at_pace(plan, epoch_seconds, final_s):
-    """The most epochs, no more than the probe planned, that still end within the budget if the
+    """The most epochs, no more than ``most_epochs``, that still end within the budget if the
     epochs left run at the pace of the last epochs done, and that pace.
 
     Args:
         plan: ``fit``'s ``time_budget`` record: ``minutes``, ``epochs``, ``planned_epoch_s``,
-            ``probe_done_at_s``, ``replans`` if any (and with progressive resizing
+            ``probe_done_at_s``, ``most_epochs``, ``replans`` if any (and with progressive resizing
             ``low_resolution_epochs``, ``planned_low_resolution_epoch_s``).
         epoch_seconds: the measured seconds of each epoch done (one or more).
         final_s: the planned seconds of the final metrics pass.
@@ -167,7 +171,7 @@ def epochs_at_pace(plan, epoch_seconds, final_s):
     Returns:
         ``(epochs, pace)``: ``pace`` is the measured over the planned seconds of the last
         ``PACE_WINDOW`` epochs, leaving out the first (which also traced the training step) unless
-        it is the only one, 1.0 as planned; ``epochs`` is never more than ``first_plan_epochs``,
+        it is the only one, 1.0 as planned; ``epochs`` is never more than ``most_epochs``,
         never fewer than the epochs done (then the run stops now) and, with progressive resizing,
         never ends on a low-resolution epoch (one full-resolution epoch is kept even if it overruns).
     """
@@ -177,7 +181,7 @@ def epochs_at_pace(plan, epoch_seconds, final_s):
     left = 60.0 * plan["minutes"] - plan["probe_done_at_s"] - sum(epoch_seconds) - pace * final_s
     low = plan.get("low_resolution_epochs", 0)
     least = max(done, low + 1 if low else 0)
-    epochs = first_plan_epochs(plan)
+    epochs = most_epochs(plan)
     while epochs > least and pace * planned_seconds(plan, done, epochs) > left:
         epochs -= 1
     return epochs, pace

@@ -2,6 +2,7 @@
 
 import contextlib
 import dataclasses
+import functools
 import io
 import json
 import math
@@ -305,10 +306,11 @@ class _BudgetKeeper(keras.callbacks.Callback):
     """With a time budget: after each recorded epoch, as many epochs as the recent pace fits in
     the budget (``budget.epochs_at_pace``); inert without a plan.
 
-    Fewer epochs when the machine slows down, some of them back when it recovers, never more
-    than the probe planned (``fit`` calls ``model.fit`` for those; this callback stops it). The
-    schedule then decays to the new last epoch, and the plan, ``recipe.yaml`` and the manifest
-    say so (``plan["replans"]``), so a resumed run trains the same epochs.
+    Fewer epochs when the machine slows down, more when it recovers or did not need the probe's
+    safety margin, never more than ``budget.most_epochs`` (``fit`` calls ``model.fit`` for those;
+    this callback stops it). The schedule then decays to the new last epoch, and the plan,
+    ``recipe.yaml`` and the manifest say so (``plan["replans"]``), so a resumed run trains the
+    same epochs.
     """
 
     def __init__(self, folder, state, steps, final_s, quiet):
@@ -632,8 +634,8 @@ def fit(recipe, out, resume=False, quiet=False, strategy="default"):
         final_s = state["plan"]["eval_batch_s"] * _final_batches(data) if state["plan"] else 0.0
         callbacks = [*_epoch_callbacks(out, monitor, average, state), _BudgetKeeper(out, state, steps, final_s, quiet)]
         plan = state["plan"]
-        if plan:  # up to what the probe planned: the budget keeper stops the run at its current plan
-            epochs, low_epochs = budget.first_plan_epochs(plan), plan.get("low_resolution_epochs", 0)
+        if plan:  # up to the most the budget allows: the budget keeper stops the run at its current plan
+            epochs, low_epochs = budget.most_epochs(plan), plan.get("low_resolution_epochs", 0)
         else:
             epochs = recipe.train.epochs
             low_epochs = budget.low_resolution_epochs(epochs, recipe.train.low_resolution_fraction) if low_size else 0
@@ -733,8 +735,9 @@ def _plan_epochs(recipe, strategy, probe, average, batches, validation, data, st
     elapsed_s += time.perf_counter() - started
     eval_batches = math.ceil(len(data.splits["val"].images) / EVAL_BATCH)
     budget_s = 60.0 * recipe.train.time_budget_minutes
-    epochs = budget.epochs_within(budget_s, elapsed_s, cost, steps, eval_batches, _final_batches(data),
-                                  low_resolution=(low_cost, fraction) if low_size else None)
+    within = functools.partial(budget.epochs_within, budget_s, elapsed_s, cost, steps, eval_batches,
+                               _final_batches(data), low_resolution=(low_cost, fraction) if low_size else None)
+    epochs = within()
     warmup = recipe.schedule.warmup_epochs
     if warmup and epochs <= warmup:
         raise ValueError(f"train.time_budget_minutes={recipe.train.time_budget_minutes:g} fits {epochs} "
@@ -742,7 +745,7 @@ def _plan_epochs(recipe, strategy, probe, average, batches, validation, data, st
     epoch_s = cost.epoch_seconds(steps, eval_batches)
     plan = {"minutes": recipe.train.time_budget_minutes, "epochs": epochs, "planned_epoch_s": epoch_s,
             "train_step_s": cost.train_step_s, "eval_batch_s": cost.eval_batch_s,
-            "epoch_overhead_s": cost.epoch_overhead_s, "probe_done_at_s": elapsed_s}
+            "epoch_overhead_s": cost.epoch_overhead_s, "probe_done_at_s": elapsed_s, "most_epochs": within(margin=0.0)}
     low = ""
     if low_size:
         plan.update(low_resolution_epochs=budget.low_resolution_epochs(epochs, fraction),
