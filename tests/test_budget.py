@@ -395,7 +395,7 @@ def _replayed(folder, first_plan, seconds, final_s=7.1, steps=10):
 def test_replayed_on_real_fits_the_keeper_ends_within_the_budget_without_giving_up_epochs_for_a_slow_start(tmp_path):
     first_plan, seconds = SLOW_START
     plans = _replayed(str(tmp_path), first_plan, seconds)
-    # a pace since the first epoch planned 23 after epoch 2 (1.25x) and never took any back
+    # 23 after epoch 2 (1.25x), back up to 27, 26 at the end; a pace since the first epoch never took any back
     assert plans[0] == 23 and max(plans) == 27 and len(plans) + 1 == plans[-1] == 26
     assert sum(seconds[:26]) + first_plan["probe_done_at_s"] + 7.1 <= 60 * first_plan["minutes"]
     # the first rule cut this one to 22 for good after epoch 2 and left ~14 min unused
