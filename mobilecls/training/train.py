@@ -333,8 +333,8 @@ class _BudgetKeeper(keras.callbacks.Callback):
             recipes.save(recipes.replace(recipes.load(path), train={"epochs": epochs}), path)
             run_state.commit(self.folder, state)
             if not self.quiet:
-                print(f"time budget {plan['minutes']:g} min: the last epochs took {pace:.2f}x the planned time, so "
-                      f"{epochs} epochs instead of {plan['replans'][-1]['from_epochs']}", flush=True)
+                print(f"time budget {plan['minutes']:g} min: at the last epochs' pace ({pace:.2f}x the planned "
+                      f"time) {epochs} epochs fit in it, not {plan['replans'][-1]['from_epochs']}", flush=True)
         if state["epochs_done"] >= plan["epochs"]:
             self.model.stop_training = True
 
