@@ -311,7 +311,7 @@ def test_a_run_resumed_after_a_replan_trains_the_replanned_epochs(tmp_path, tiny
     assert last.optimizer._learning_rate.total_steps == epochs * TINY_FOLDER_STEPS  # decayed to the end
 
 
-def test_the_budget_keeper_gives_back_epochs_and_moves_the_schedule_end_up(tmp_path):
+def test_the_budget_keeper_gives_back_epochs_and_moves_the_schedule_end_up(tmp_path, capsys):
     from types import SimpleNamespace
 
     from mobilecls.training import run_state, train
@@ -321,11 +321,13 @@ def test_the_budget_keeper_gives_back_epochs_and_moves_the_schedule_end_up(tmp_p
     plan = {**PLAN, "epochs": 8, "replans": [{"after_epoch": 3, "pace": 1.4, "from_epochs": 10, "epochs": 8}]}
     state = {**run_state.new_state(plan), "epochs_done": 7, "epoch_seconds": [70.0, 70.0, 70.0, 50.0, 50.0, 50.0, 50.0]}
     schedule = train.LearningRate("linear", 0.1, total_steps=8 * 10)
-    keeper = train._BudgetKeeper(folder, state, steps=10, final_s=5.0, quiet=True)
+    keeper = train._BudgetKeeper(folder, state, steps=10, final_s=5.0, quiet=False)
     keeper.set_model(SimpleNamespace(optimizer=SimpleNamespace(_learning_rate=schedule), stop_training=False))
     keeper.on_epoch_end(6)
     assert plan["epochs"] == 10 and plan["replans"][-1] == {"after_epoch": 7, "pace": pytest.approx(1.0),
                                                             "from_epochs": 8, "epochs": 10}
+    assert capsys.readouterr().out == ("time budget 10 min: at the last epochs' pace (1.00x the planned time) "
+                                       "10 epochs fit in it, not 8\n")
     assert schedule.total_steps == 100 and not keeper.model.stop_training
     assert recipes.load(os.path.join(folder, "recipe.yaml")).train.epochs == 10
     assert run_state.read(folder)["plan"]["epochs"] == 10  # what --resume trains
