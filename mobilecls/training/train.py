@@ -745,7 +745,8 @@ def _plan_epochs(recipe, strategy, probe, average, batches, validation, data, st
     epoch_s = cost.epoch_seconds(steps, eval_batches)
     plan = {"minutes": recipe.train.time_budget_minutes, "epochs": epochs, "planned_epoch_s": epoch_s,
             "train_step_s": cost.train_step_s, "eval_batch_s": cost.eval_batch_s,
-            "epoch_overhead_s": cost.epoch_overhead_s, "probe_done_at_s": elapsed_s, "most_epochs": within(margin=0.0)}
+            "epoch_overhead_s": cost.epoch_overhead_s, "probe_done_at_s": elapsed_s,
+            "most_epochs": within(margin=0.0, pace=budget.FASTEST_PACE)}
     low = ""
     if low_size:
         plan.update(low_resolution_epochs=budget.low_resolution_epochs(epochs, fraction),
