@@ -306,11 +306,11 @@ class _BudgetKeeper(keras.callbacks.Callback):
     """With a time budget: after each recorded epoch, as many epochs as the recent pace fits in
     the budget (``budget.epochs_at_pace``); inert without a plan.
 
-    Fewer epochs when the machine slows down, more when it recovers or did not need the probe's
-    safety margin, never more than ``budget.most_epochs`` (``fit`` calls ``model.fit`` for those;
-    this callback stops it). The schedule then decays to the new last epoch, and the plan,
-    ``recipe.yaml`` and the manifest say so (``plan["replans"]``), so a resumed run trains the
-    same epochs.
+    Fewer epochs when the machine slows down, more when it recovers, did not need the probe's
+    safety margin or runs faster than during the probe, never more than ``budget.most_epochs``
+    (``fit`` calls ``model.fit`` for those; this callback stops it). The schedule then decays to the
+    new last epoch, and the plan, ``recipe.yaml`` and the manifest say so (``plan["replans"]``), so
+    a resumed run trains the same epochs.
     """
 
     def __init__(self, folder, state, steps, final_s, quiet):
