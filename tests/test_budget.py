@@ -5,6 +5,7 @@ import functools
 import json
 import math
 import os
+import re
 import time
 
 import numpy as np
@@ -180,7 +181,7 @@ def test_the_probe_times_the_runs_own_epoch_callbacks_in_a_folder_it_removes(mon
         return budget.EpochCost(1.0, 0.1)
 
     _plan(recipes.replace(TINY, train={"time_budget_minutes": 1.0}), "default", monkeypatch, probe)
-    run = train._epoch_callbacks("RUN", train._Monitor(128, 10, quiet=True), train.WeightAverage(None, None))
+    run = train._epoch_callbacks("RUN", train._Monitor(128, 10), train.WeightAverage(None, None))
     assert [type(c) for c in seen["callbacks"]] == [type(c) for c in run]
     assert not os.path.exists(seen["folder"])  # the probe's checkpoints are gone
 
@@ -253,7 +254,7 @@ def _fast_probe(*args):
     return budget.EpochCost(train_step_s=0.001, eval_batch_s=0.001)
 
 
-def test_a_run_slower_than_its_probe_drops_epochs_to_keep_its_budget(tmp_path, tiny_images, monkeypatch):
+def test_a_run_slower_than_its_probe_drops_epochs_to_keep_its_budget(tmp_path, tiny_images, monkeypatch, capsys):
     from tiny import folder_recipe
 
     from mobilecls._tf import keras
@@ -261,7 +262,7 @@ def test_a_run_slower_than_its_probe_drops_epochs_to_keep_its_budget(tmp_path, t
 
     monkeypatch.setattr(budget, "measure_epoch_cost", _fast_probe)
     recipe = folder_recipe(tiny_images, train={"time_budget_minutes": 0.15})
-    run = train.fit(recipe, str(tmp_path / "run"), quiet=True)
+    run = train.fit(recipe, str(tmp_path / "run"))
     plan = run.metrics["time_budget"]
     (replan, *later) = plan["replans"]
     assert replan["after_epoch"] == 2 and replan["pace"] > 10  # from the second epoch: the first traced the step
@@ -274,6 +275,16 @@ def test_a_run_slower_than_its_probe_drops_epochs_to_keep_its_budget(tmp_path, t
     last = keras.models.load_model(os.path.join(run.path, "last.keras"))
     assert last.optimizer._learning_rate.total_steps == epochs * TINY_FOLDER_STEPS
     assert int(last.optimizer.iterations.numpy()) == epochs * TINY_FOLDER_STEPS
+    # one progress line per epoch, counting to the plan as it stood (not to the budget's ceiling, Keras' count)
+    lines = capsys.readouterr().out.splitlines()
+    progress = [re.match(r"epoch (\d+)/(\d+): \d+ s, \d+ images/s, loss [\d.]+, accuracy [\d.]+, top5 [\d.]+, "
+                         r"val_loss [\d.]+, val_accuracy [\d.]+, val_top5 [\d.]+$", line) for line in lines
+                if line.startswith(("epoch", "Epoch"))]
+    assert all(progress) and len(progress) == epochs
+    counts = [(int(match[1]), int(match[2])) for match in progress]
+    assert counts[0] == (1, replan["from_epochs"]) and counts[1] == (2, replan["epochs"])  # replanned after epoch 2
+    assert f"{replan['epochs']} epochs fit in it, not {replan['from_epochs']}" in lines[lines.index(progress[1][0]) - 1]
+    assert counts[-1] == (epochs, epochs)
 
 
 def test_a_run_resumed_after_a_replan_trains_the_replanned_epochs(tmp_path, tiny_images, monkeypatch):

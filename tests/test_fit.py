@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -55,16 +56,23 @@ def test_best_model_reloads_and_reproduces_the_val_metrics(run):
     assert again["accuracy"] == pytest.approx(run.metrics["val"]["accuracy"])
 
 
-def test_same_seed_and_data_give_the_same_first_epoch(run, tmp_path):
+def test_same_seed_and_data_give_the_same_first_epoch(run, tmp_path, capsys):
     from mobilecls.training.train import fit
 
-    second = fit(TINY, str(tmp_path / "again"), quiet=True)
+    second = fit(TINY, str(tmp_path / "again"))
     rows = []
     for path in (run.path, second.path):
         with open(os.path.join(path, "history.csv"), encoding="utf-8") as handle:
             rows.append(next(csv.DictReader(handle)))
     assert rows[0]["val_accuracy"] == rows[1]["val_accuracy"]
     assert float(rows[0]["loss"]) == pytest.approx(float(rows[1]["loss"]), rel=1e-4)
+    # the progress line: the epoch of the recipe's epochs, its time, images/s and the history row's metrics
+    progress = [line for line in capsys.readouterr().out.splitlines() if line.lower().startswith("epoch")]
+    row = {name: float(value) for name, value in rows[1].items()}
+    metrics = ", ".join(f"{name} {row[name]:.4f}"
+                        for name in ("loss", "accuracy", "top5", "val_loss", "val_accuracy", "val_top5"))
+    assert len(progress) == 1 and re.fullmatch(
+        rf"epoch 1/{TINY.train.epochs}: \d+ s, {row['images_per_sec']:.0f} images/s, {metrics}", progress[0])
 
 
 def test_existing_run_folder_is_never_overwritten(run):

@@ -123,14 +123,17 @@ class Run:
         return os.path.join(self.path, "best.keras")
 
 
-class _Monitor(keras.callbacks.Callback):
-    """Images/s and image size per epoch, one progress line, and a clear stop on a NaN loss."""
+PROGRESS_METRICS = ("loss", "accuracy", "top5", "val_loss", "val_accuracy", "val_top5")
 
-    def __init__(self, batch_size, steps, quiet, image_size=None):
+
+class _Monitor(keras.callbacks.Callback):
+    """Each epoch's time, images/s and image size (into the logs), and a clear stop on a NaN loss."""
+
+    def __init__(self, batch_size, steps, image_size=None):
         super().__init__()
-        self.batch_size, self.steps, self.quiet = batch_size, steps, quiet
+        self.batch_size, self.steps = batch_size, steps
         self.image_size = image_size  # the side the epoch trains at (progressive resizing changes it)
-        self.nan_at, self.throughput = None, []
+        self.nan_at, self.throughput, self.seconds = None, [], None
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch, self.started = epoch, time.perf_counter()
@@ -141,16 +144,36 @@ class _Monitor(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
-        rate = self.steps * self.batch_size / (time.perf_counter() - self.started)
+        self.seconds = time.perf_counter() - self.started
+        rate = self.steps * self.batch_size / self.seconds
         self.throughput.append(rate)
         if logs is not None:
             logs["images_per_sec"] = rate
             if self.image_size:
                 logs["image_size"] = self.image_size
-        if not self.quiet:
-            size = f" at {self.image_size} px" if self.image_size else ""
-            print(f"epoch {epoch + 1}: {rate:.0f} images/s{size}, val_accuracy "
-                  f"{logs.get('val_accuracy', float('nan')):.4f}", flush=True)
+
+
+PROGRESS_METRICS = ("loss", "accuracy", "top5", "val_loss", "val_accuracy", "val_top5")
+
+
+class _ProgressLine(keras.callbacks.Callback):
+    """One line per epoch, "epoch k/N: seconds, images/s, metrics", after every other callback.
+
+    The run's only progress output: Keras' own would count to the epochs ``model.fit`` was given,
+    which under a time budget is the most the budget allows, not the plan. N is
+    ``planned_epochs()`` once the budget keeper has replanned after this epoch.
+    """
+
+    def __init__(self, monitor, planned_epochs):
+        super().__init__()
+        self.monitor, self.planned_epochs = monitor, planned_epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        monitor = self.monitor
+        size = f" at {monitor.image_size} px" if monitor.image_size else ""
+        metrics = "".join(f", {name} {logs[name]:.4f}" for name in PROGRESS_METRICS if name in (logs or {}))
+        print(f"epoch {epoch + 1}/{self.planned_epochs()}: {monitor.seconds:.0f} s, {monitor.throughput[-1]:.0f} "
+              f"images/s{size}{metrics}", flush=True)
 
 
 STATISTICS_IMAGES = 2048  # training images BatchNorm statistics are recomputed on for the averaged weights
@@ -630,9 +653,11 @@ def fit(recipe, out, resume=False, quiet=False, strategy="default"):
             state = run_state.new_state(plan)
             _create_run_folder(out, recipe, data.class_names, state)
             created = True
-        monitor = _Monitor(batch_size, steps, quiet)
+        monitor = _Monitor(batch_size, steps)
         final_s = state["plan"]["eval_batch_s"] * _final_batches(data) if state["plan"] else 0.0
         callbacks = [*_epoch_callbacks(out, monitor, average, state), _BudgetKeeper(out, state, steps, final_s, quiet)]
+        if not quiet:
+            callbacks.append(_ProgressLine(monitor, lambda: (state["plan"] or {}).get("epochs", recipe.train.epochs)))
         plan = state["plan"]
         if plan:  # up to the most the budget allows: the budget keeper stops the run at its current plan
             epochs, low_epochs = budget.most_epochs(plan), plan.get("low_resolution_epochs", 0)
@@ -646,8 +671,7 @@ def fit(recipe, out, resume=False, quiet=False, strategy="default"):
                 continue
             monitor.image_size = (size or full_size) if low_size else None
             model.fit(batches(first_epoch=done, image_size=size), epochs=end, initial_epoch=done,
-                      steps_per_epoch=steps, validation_data=validation, callbacks=callbacks,
-                      verbose=0 if quiet else 2)
+                      steps_per_epoch=steps, validation_data=validation, callbacks=callbacks, verbose=0)
         if monitor.nan_at:
             epoch, step = monitor.nan_at
             raise RunFailed(f"loss became NaN at epoch {epoch}, step {step}; the run stopped. Lower "
@@ -726,11 +750,11 @@ def _plan_epochs(recipe, strategy, probe, average, batches, validation, data, st
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:  # the probe saves as the run will, but elsewhere
         os.makedirs(os.path.join(folder, "checkpoints"))
-        callbacks = _epoch_callbacks(folder, _Monitor(batch_size, steps, quiet=True), average)
+        callbacks = _epoch_callbacks(folder, _Monitor(batch_size, steps), average)
         cost = budget.measure_epoch_cost(probe, batches(), validation, callbacks)
         low_size, fraction = recipe.train.low_resolution, recipe.train.low_resolution_fraction
         if low_size:
-            callbacks = _epoch_callbacks(folder, _Monitor(batch_size, steps, quiet=True), average)
+            callbacks = _epoch_callbacks(folder, _Monitor(batch_size, steps), average)
             low_cost = budget.measure_epoch_cost(probe, batches(image_size=low_size), validation, callbacks)
     elapsed_s += time.perf_counter() - started
     eval_batches = math.ceil(len(data.splits["val"].images) / EVAL_BATCH)
