@@ -123,9 +123,6 @@ class Run:
         return os.path.join(self.path, "best.keras")
 
 
-PROGRESS_METRICS = ("loss", "accuracy", "top5", "val_loss", "val_accuracy", "val_top5")
-
-
 class _Monitor(keras.callbacks.Callback):
     """Each epoch's time, images/s and image size (into the logs), and a clear stop on a NaN loss."""
 
