@@ -83,6 +83,10 @@ class AugmentSection:
     crop_padding: int = 4
     flip: bool | str = True
     cutout: int = 0
+    # [low, high]: re-encode training images as JPEG at a quality drawn from low..high (after crop and
+    # flip, before cutout), each with jpeg_probability; null: never (data.pipeline.jpeg_reencode).
+    jpeg_quality: list[int] | None = None
+    jpeg_probability: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,10 +182,11 @@ def _coerce(value, annotation, where):
                 pass
         if hint is str and isinstance(value, str):
             return value
-        if typing.get_origin(hint) is list and isinstance(value, list) and value \
-                and all(isinstance(item, str) for item in value):
+        if typing.get_origin(hint) is list and isinstance(value, list) and value and all(
+                isinstance(item, typing.get_args(hint)[0]) and not isinstance(item, bool) for item in value):
             return list(value)
-    expected = " or ".join("null" if h is type(None) else "a list of str" if typing.get_origin(h) is list
+    expected = " or ".join("null" if h is type(None)
+                           else f"a list of {typing.get_args(h)[0].__name__}" if typing.get_origin(h) is list
                            else h.__name__ for h in hints)
     raise ValueError(f"recipe key {where}: expected {expected}, got {value!r}")
 
@@ -248,6 +253,11 @@ def _check_ranges(recipe):
         (recipe.train.teacher_temperature > 0,
          f"train.teacher_temperature must be > 0, got {recipe.train.teacher_temperature!r}"),
         *_teacher_checks(recipe.train),
+        (_is_quality_range(recipe.augment.jpeg_quality),
+         f"augment.jpeg_quality must be [low, high] with 1 <= low <= high <= 100 (or null), "
+         f"got {recipe.augment.jpeg_quality!r}"),
+        (0 <= recipe.augment.jpeg_probability <= 1,
+         f"augment.jpeg_probability must be in [0, 1], got {recipe.augment.jpeg_probability!r}"),
         (recipe.optimizer.lr > 0, "optimizer.lr must be > 0"),
         (recipe.optimizer.ema_decay is None or 0 < recipe.optimizer.ema_decay < 1,
          "optimizer.ema_decay must be in (0, 1) (or null: no moving average)"),
@@ -267,6 +277,11 @@ def _check_ranges(recipe):
     for ok, message in checks:
         if not ok:
             raise ValueError(message)
+
+
+def _is_quality_range(qualities):
+    """None, or [low, high] JPEG qualities with 1 <= low <= high <= 100."""
+    return qualities is None or (len(qualities) == 2 and 1 <= qualities[0] <= qualities[1] <= 100)
 
 
 def teacher_files(train):

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from mobilecls.data.pipeline import random_crop_with_padding, random_flip, training_batches
+from mobilecls.data.pipeline import jpeg_reencode, random_crop_with_padding, random_flip, training_batches
 from mobilecls.recipes import AugmentSection
 
 
@@ -28,6 +28,53 @@ def test_flip_mirrors_some_images_and_keeps_the_rest():
     same = [np.array_equal(f, i) for f, i in zip(flipped, images, strict=True)]
     assert all(m or s for m, s in zip(mirrored, same, strict=True))
     assert 16 < sum(mirrored) < 48
+
+
+def _jpeg(image, quality):
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "JPEG", quality=quality, subsampling=2)
+    return np.asarray(Image.open(buffer).convert("RGB"))
+
+
+def test_jpeg_reencode_is_one_more_jpeg_generation_of_the_chosen_images():
+    from mobilecls._tf import tf
+
+    images = np.random.default_rng(0).integers(0, 256, (32, 16, 16, 3), dtype=np.uint8)
+    seed = tf.constant([5, 6], tf.int64)
+    every = jpeg_reencode(tf.constant(images), (70, 70), 1.0, seed).numpy()
+    # libjpeg's 4:2:0 encode and decode, as PIL does it (TensorFlow's decoder picks a faster inverse DCT,
+    # so a pixel may differ by a few levels), and far from the noise images it started from.
+    for result, image in zip(every, images, strict=True):
+        difference = np.abs(result.astype(int) - _jpeg(image, 70))
+        assert difference.max() <= 4 and difference.mean() < 1.5
+        assert np.abs(result.astype(int) - image).mean() > 20
+    assert np.array_equal(jpeg_reencode(tf.constant(images), (70, 70), 0.0, seed).numpy(), images)
+    half = jpeg_reencode(tf.constant(images), (40, 95), 0.5, seed).numpy()
+    changed = [not np.array_equal(r, i) for r, i in zip(half, images, strict=True)]
+    assert 6 < sum(changed) < 26
+    assert np.array_equal(jpeg_reencode(tf.constant(images), (40, 95), 0.5, seed).numpy(), half)
+    differs = jpeg_reencode(tf.constant(images), (40, 95), 0.5, tf.constant([5, 7], tf.int64)).numpy()
+    assert not np.array_equal(differs, half)
+
+
+def test_jpeg_augmentation_leaves_the_other_draws_as_they_were():
+    # No zero pixels and no crop padding, so cutout's squares are the only black pixels.
+    images = np.random.default_rng(1).integers(1, 256, (32, 8, 8, 3), dtype=np.uint8)
+    labels = np.arange(32) % 10
+    plain = AugmentSection(crop_padding=0, flip=True, cutout=3)
+    never = AugmentSection(crop_padding=0, flip=True, cutout=3, jpeg_quality=[50, 90], jpeg_probability=0.0)
+    always = AugmentSection(crop_padding=0, flip=True, cutout=3, jpeg_quality=[50, 90])
+    first, second, third = ([x for _, x in zip(range(2), training_batches(images, labels, 16, a, 10, seed=2),
+                                               strict=False)] for a in (plain, never, always))
+    for a, b, c in zip(first, second, third, strict=True):
+        assert np.array_equal(a[0].numpy(), b[0].numpy())
+        cut = (a[0].numpy() == 0).all(-1)  # cutout's squares come after the re-encoding, in the same places
+        assert cut.any() and np.all(c[0].numpy()[cut] == 0)
+        assert np.abs(a[0].numpy() - c[0].numpy()).mean() > 5
 
 
 def test_training_batches_are_reproducible_and_keep_labels():

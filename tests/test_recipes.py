@@ -69,6 +69,20 @@ def test_wrong_types_and_choices_are_errors():
     assert recipes.override(recipes.Recipe(), ["augment.flip=alternate"]).augment.flip == "alternate"
 
 
+def test_jpeg_quality_is_a_range_of_two_qualities():
+    recipe = recipes.override(recipes.Recipe(), ["augment.jpeg_quality=[60, 95]", "augment.jpeg_probability=0.5"])
+    assert (recipe.augment.jpeg_quality, recipe.augment.jpeg_probability) == ([60, 95], 0.5)
+    with pytest.raises(ValueError, match="augment.jpeg_quality: expected a list of int or null, got 'high'"):
+        recipes.override(recipes.Recipe(), ["augment.jpeg_quality=high"])
+    with pytest.raises(ValueError, match="augment.jpeg_quality: expected a list of int or null, got \\[60.5, 90\\]"):
+        recipes.override(recipes.Recipe(), ["augment.jpeg_quality=[60.5, 90]"])
+    for bad in ("[95, 60]", "[0, 90]", "[60, 101]", "[60]", "[50, 60, 70]"):
+        with pytest.raises(ValueError, match="augment.jpeg_quality must be \\[low, high\\] with 1 <= low <= high"):
+            recipes.override(recipes.Recipe(), [f"augment.jpeg_quality={bad}"])
+    with pytest.raises(ValueError, match="augment.jpeg_probability must be in \\[0, 1\\], got 1.5"):
+        recipes.override(recipes.Recipe(), ["augment.jpeg_probability=1.5"])
+
+
 def test_overrides_parse_yaml_values_and_return_a_new_recipe():
     base = recipes.Recipe()
     changed = recipes.override(base, ["optimizer.lr=0.05", "model.shuffle=false",

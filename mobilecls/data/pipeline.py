@@ -53,6 +53,29 @@ def cutout(images, size, seed):
     return tf.where(inside[..., None], tf.zeros_like(images), images)
 
 
+def jpeg_reencode(images, qualities, probability, seed):
+    """Re-encode each image of a uint8 batch as a JPEG (4:2:0) with the given ``probability``, at a
+    quality drawn uniformly from the inclusive ``qualities`` pair, and decode it back.
+
+    Why: a dataset stored as JPEG files (the shipped CIFAR-10 is quality 75) teaches a model its
+    artefacts, while a phone's camera frames, or the original test images, have none; one more
+    generation at random strength, on the block grid of the cropped image (shifted against the
+    file's own), shows the model compression of varying strength so that it leans on it less.
+    """
+    low, high = qualities
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    count = tf.shape(images)[0]
+    drawn = tf.random.stateless_uniform([count], seeds[0], low, high + 1, dtype=tf.int32)
+    chosen = tf.random.stateless_uniform([count], seeds[1]) < probability
+
+    def one(args):
+        image, quality, change = args
+        return tf.cond(change, lambda: tf.reshape(tf.image.adjust_jpeg_quality(image, quality), tf.shape(image)),
+                       lambda: image)
+
+    return tf.map_fn(one, (images, drawn, chosen), fn_output_signature=tf.TensorSpec(images.shape[1:], tf.uint8))
+
+
 def augment_batch(images, augment, seed, flips=None):
     """Apply the recipe's augmentation to a uint8 batch; returns float32 pixels 0..255.
 
@@ -62,6 +85,10 @@ def augment_batch(images, augment, seed, flips=None):
     images = random_crop_with_padding(images, augment.crop_padding, seeds[0])
     if augment.flip:
         images = random_flip(images, seeds[1]) if flips is None else mirror_where(images, flips)
+    if augment.jpeg_quality and augment.jpeg_probability > 0:
+        # Its own seed, so recipes without it keep the exact augmentation they had.
+        images = jpeg_reencode(images, augment.jpeg_quality, augment.jpeg_probability,
+                               tf.random.experimental.stateless_fold_in(seed, 3))
     images = cutout(images, augment.cutout, seeds[2])
     return tf.cast(images, tf.float32)
 
