@@ -20,6 +20,7 @@ the val-to-test gap of training on JPEGs can be measured without the test split.
 import argparse
 import io
 import os
+import shutil
 
 import numpy as np
 from PIL import Image
@@ -43,10 +44,14 @@ VARIANTS = {  # name: (quality, subsampling) of the extra generation
 
 def probe(files, data, val_fraction, shift):
     from mobilecls.data import load
-    from mobilecls.training.teacher_targets import teacher_targets
+    from mobilecls.evaluation.evaluate import open_model
 
     loaded = load(data, val_fraction=val_fraction)
     val, names = loaded.splits["val"], loaded.class_names
+    models = [open_model(f) for f in files]  # each file read once, as `mobilecls eval` reads it
+    for model in models:
+        if model.class_names not in (None, list(names)):
+            raise SystemExit(f"{model.path}: its classes {model.class_names} are not the data's {list(names)}")
     images = np.asarray(val.images)
     batches = {"as stored": images}
     for name, (quality, subsampling) in VARIANTS.items():
@@ -57,8 +62,7 @@ def probe(files, data, val_fraction, shift):
     print(f"{'val images':24s} {'mean |change|':>13s}  " + "  ".join(f"{i + 1:>7d}" for i in range(len(files))))
     for name, batch in batches.items():
         change = np.abs(batch.astype(np.float32) - images).mean()
-        accuracies = [100 * (teacher_targets([f], batch, names, mirror=False).argmax(1) == val.labels).mean()
-                      for f in files]
+        accuracies = [100 * (model.predict(batch).argmax(1) == val.labels).mean() for model in models]
         print(f"{name:24s} {change:13.2f}  " + "  ".join(f"{a:7.2f}" for a in accuracies), flush=True)
 
 
@@ -68,6 +72,7 @@ def write_generation(source, destination, seed=0):
         raise SystemExit(f"--write: {destination} exists; expected a new folder")
     rng = np.random.default_rng(seed)
     temporary = f"{destination}.partial"
+    shutil.rmtree(temporary, ignore_errors=True)  # left by an interrupted run
     count = 0
     for folder, _, names in sorted(os.walk(os.path.join(source, "train"))):
         relative = os.path.relpath(folder, source)

@@ -81,6 +81,8 @@ def test_jpeg_quality_is_a_range_of_two_qualities():
             recipes.override(recipes.Recipe(), [f"augment.jpeg_quality={bad}"])
     with pytest.raises(ValueError, match="augment.jpeg_probability must be in \\[0, 1\\], got 1.5"):
         recipes.override(recipes.Recipe(), ["augment.jpeg_probability=1.5"])
+    with pytest.raises(ValueError, match="augment.jpeg_probability applies with augment.jpeg_quality: set both"):
+        recipes.override(recipes.Recipe(), ["augment.jpeg_probability=0.5"])
 
 
 def test_overrides_parse_yaml_values_and_return_a_new_recipe():
