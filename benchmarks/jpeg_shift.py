@@ -11,8 +11,8 @@ pixel change:
 ``--write DEST`` instead writes DEST/train/<class>/<file>, every image of the data folder's train
 split one generation further (quality 75, 4:2:0, the grid shifted by a random 1-7 pixels per image,
 seeded): a copy of the dataset one step lossier than the original, to train on and validate on
-both (``folder:DEST`` against ``folder:SRC`` with the same ``--val-fraction``), which is how
-the val-to-test gap of training on JPEGs can be measured without the test split.
+both (``folder:DEST`` against ``folder:SRC`` with the same ``--val-fraction``): what training on
+JPEGs costs, or gains, on less compressed images, measured without a clean test split.
 
     python benchmarks/jpeg_shift.py --write /tmp/cifar10_gen2 --source /tmp/cifar10
 """

@@ -57,10 +57,12 @@ def jpeg_reencode(images, qualities, probability, seed):
     """Re-encode each image of a uint8 batch as a JPEG (4:2:0) with the given ``probability``, at a
     quality drawn uniformly from the inclusive ``qualities`` pair, and decode it back.
 
-    Why: a dataset stored as JPEG files (the shipped CIFAR-10 is quality 75) teaches a model its
-    artefacts, while a phone's camera frames, or the original test images, have none; one more
-    generation at random strength, on the block grid of the cropped image (shifted against the
-    file's own), shows the model compression of varying strength so that it leans on it less.
+    Why: a model trained on JPEG files of one quality loses accuracy on images compressed more
+    (frames an app receives as JPEG or video); one more generation at random strength, on the
+    block grid of the cropped image (shifted against the file's own), shows it compression of
+    varying strength. Measured (docs/results.md, "Val against test"): a MobileNetV1 trained on a
+    copy of CIFAR-10 one generation lossier lost 0.88 points under one more q75 generation, with
+    ``[60, 95]`` at 0.5 it lost 0.48, and it gained nothing on less compressed images.
     """
     low, high = qualities
     seeds = tf.random.experimental.stateless_split(seed, 2)
