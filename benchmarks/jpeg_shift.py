@@ -70,6 +70,8 @@ def write_generation(source, destination, seed=0):
     """Every image of ``source``/train one JPEG generation further, into ``destination``/train."""
     if os.path.exists(destination):
         raise SystemExit(f"--write: {destination} exists; expected a new folder")
+    if not os.path.isdir(os.path.join(source, "train")):
+        raise SystemExit(f"--source: {source} has no train/ folder; expected a data folder (train/<class>/<image>)")
     rng = np.random.default_rng(seed)
     temporary = f"{destination}.partial"
     shutil.rmtree(temporary, ignore_errors=True)  # left by an interrupted run
@@ -91,7 +93,8 @@ def main():
     parser.add_argument("files", nargs="*", help=".tflite files to evaluate")
     parser.add_argument("--data", default="folder:/tmp/cifar10")
     parser.add_argument("--val-fraction", type=float, default=0.1)
-    parser.add_argument("--shift", type=int, default=4, help="grid offset of the shifted variants (1-7)")
+    parser.add_argument("--shift", type=int, default=4, choices=range(1, 8), metavar="1-7",
+                        help="grid offset of the shifted variants")
     parser.add_argument("--write", metavar="DEST", help="write the train split one generation further")
     parser.add_argument("--source", default="/tmp/cifar10", help="the data folder --write reads")
     args = parser.parse_args()

@@ -258,7 +258,7 @@ def _check_ranges(recipe):
          f"got {recipe.augment.jpeg_quality!r}"),
         (0 <= recipe.augment.jpeg_probability <= 1,
          f"augment.jpeg_probability must be in [0, 1], got {recipe.augment.jpeg_probability!r}"),
-        (recipe.augment.jpeg_quality or recipe.augment.jpeg_probability == 1,
+        (recipe.augment.jpeg_quality or recipe.augment.jpeg_probability == AugmentSection.jpeg_probability,
          "augment.jpeg_probability applies with augment.jpeg_quality: set both"),
         (recipe.optimizer.lr > 0, "optimizer.lr must be > 0"),
         (recipe.optimizer.ema_decay is None or 0 < recipe.optimizer.ema_decay < 1,
