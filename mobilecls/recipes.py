@@ -25,11 +25,12 @@ class ModelSection:
     groups: int | None = None      # shufflenet_v1
     explicit_padding: bool | None = None  # mobilenet_v1/v2: XNNPACK sparse-inference compatible padding
     cifar_output_stride: int | None = None  # mobilenet_v1, CIFAR layout: 8 or 16
+    zero_init_residual: bool | None = None  # shufflenet_v1: residual branches start at 0 (an initialization)
 
     def builder_kwargs(self, input_size, num_classes):
         """Keywords for ``build_model``: the set ones plus input size and classes."""
         optional = {key: getattr(self, key) for key in ("separable", "shuffle", "groups", "explicit_padding",
-                                                        "cifar_output_stride")}
+                                                        "cifar_output_stride", "zero_init_residual")}
         return {"width": self.width, "dropout": self.dropout, "input_size": self.input_size or input_size,
                 "num_classes": num_classes, **{k: v for k, v in optional.items() if v is not None}}
 

@@ -48,6 +48,8 @@ def test_model_keywords_reach_the_builder_only_when_set():
     assert recipe.model.builder_kwargs(32, 10) == {"width": 1.0, "dropout": 0.0, "input_size": 32,
                                                    "num_classes": 10, "cifar_output_stride": 16}
     assert "cifar_output_stride" not in recipes.Recipe().model.builder_kwargs(32, 10)
+    recipe = recipes.override(recipes.Recipe(), ["model.name=shufflenet_v1", "model.zero_init_residual=true"])
+    assert recipe.model.builder_kwargs(32, 10)["zero_init_residual"] is True
 
 
 def test_exponent_floats_that_yaml_reads_as_strings_are_accepted():

@@ -125,6 +125,29 @@ def test_shuffle_false_removes_the_shuffle_and_nothing_else():
     assert {layer.name for layer in off.layers} <= {layer.name for layer in on.layers}
 
 
+@pytest.mark.parametrize("grouped_conv", [False, True])
+def test_zero_init_residual_starts_every_residual_unit_as_the_identity(grouped_conv):
+    from mobilecls._tf import keras
+    from mobilecls.models.shufflenet_v1 import residual_branch_gammas
+
+    model = build_model("shufflenet_v1", input_size=32, num_classes=10, width=0.5, grouped_conv=grouped_conv,
+                        zero_init_residual=True)
+    gammas = residual_branch_gammas(model)
+    assert len(gammas) == 3 + 7 + 3  # the stride-1 units of stages 2-4 (REPEATS minus one each)
+    assert all(not np.any(gamma.numpy()) for gamma in gammas)
+    zeroed = {id(gamma) for gamma in gammas}
+    others = [weight for weight in model.weights if weight.name.endswith("gamma:0") and id(weight) not in zeroed]
+    assert others and all(np.all(weight.numpy() == 1) for weight in others)
+    # a stride-1 unit returns its input (the previous unit's output is >= 0, so the ReLU keeps it)
+    probe = keras.Model(model.input, [model.get_layer("stage_3_unit_1_concat").output,
+                                      model.get_layer("stage_3_unit_2_relu").output])
+    before, after = probe(np.random.default_rng(5).uniform(0, 255, (2, 32, 32, 3)).astype("float32"), training=False)
+    np.testing.assert_array_equal(after.numpy(), before.numpy())
+    plain = build_model("shufflenet_v1", input_size=32, num_classes=10, width=0.5, grouped_conv=grouped_conv)
+    assert all(np.all(gamma.numpy() == 1) for gamma in residual_branch_gammas(plain))
+    assert count_params(plain) == count_params(model)
+
+
 def test_saved_and_loaded_with_the_same_outputs(tmp_path):
     from mobilecls._tf import keras
 

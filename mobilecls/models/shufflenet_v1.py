@@ -20,7 +20,7 @@ the default is tested against (the same function, weights and MACs), slow to tra
 
 import math
 
-from mobilecls._tf import keras
+from mobilecls._tf import keras, tf
 from mobilecls.models.layers import (
     AveragePooling3x3,
     GroupedPointwiseConvBN,
@@ -82,7 +82,7 @@ def stem_channels(width, groups):
 
 
 def shufflenet_v1(width=1.0, input_size=224, num_classes=1000, dropout=0.0, groups=3, shuffle=True,
-                  grouped_conv=False):
+                  grouped_conv=False, zero_init_residual=False):
     """Build ShuffleNetV1.
 
     Args:
@@ -94,6 +94,9 @@ def shufflenet_v1(width=1.0, input_size=224, num_classes=1000, dropout=0.0, grou
         shuffle: False removes the channel shuffle, everything else identical (the ablation).
         grouped_conv: True builds the grouped convolutions as ``Conv2D(groups=g)`` layers (the
             textbook layers): the same function, weights and .tflite file, slow to train on a CPU.
+        zero_init_residual: True starts the BatchNorm gamma that ends each residual branch (GConv2
+            of the stride-1 units) at 0, so that every such unit starts as the identity (Goyal et al.,
+            2017; torchvision's keyword). An initialization only: the same graph and weights' shapes.
     """
     check_common("shufflenet_v1", width, input_size, num_classes, dropout)
     if groups not in STAGE_CHANNELS:
@@ -110,4 +113,20 @@ def shufflenet_v1(width=1.0, input_size=224, num_classes=1000, dropout=0.0, grou
                       shuffle=shuffle, grouped_conv=grouped_conv, name=f"stage_{stage}_unit_{index + 1}")
     outputs = classifier_head(x, num_classes, dropout)
     suffix = "" if shuffle else "_noshuffle"
-    return keras.Model(inputs, outputs, name=f"shufflenet_v1_g{groups}_{width:g}{suffix}")
+    model = keras.Model(inputs, outputs, name=f"shufflenet_v1_g{groups}_{width:g}{suffix}")
+    if zero_init_residual:
+        for gamma in residual_branch_gammas(model):
+            gamma.assign(tf.zeros_like(gamma))
+    return model
+
+
+def residual_branch_gammas(model):
+    """The BatchNorm gammas that end the residual branches: GConv2's of every stride-1 unit (the
+    units whose output is ``x + branch``), in either build of the grouped convolutions."""
+    adds = {layer.name.removesuffix("_add") for layer in model.layers if layer.name.endswith("_add")}
+    gammas = []
+    for unit in sorted(adds):
+        layer = model.get_layer(f"{unit}_gconv2")
+        batch_norm = layer.bn if isinstance(layer, GroupedPointwiseConvBN) else model.get_layer(f"{unit}_gconv2_bn")
+        gammas.append(batch_norm.gamma)
+    return gammas
