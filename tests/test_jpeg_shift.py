@@ -51,3 +51,13 @@ def test_write_generation_refuses_an_existing_destination_and_a_source_without_t
     with pytest.raises(SystemExit, match="has no train/ folder"):
         write_generation(str(tmp_path / "kept"), str(tmp_path / "new"))
     assert not os.path.exists(tmp_path / "new")
+
+
+def test_a_shift_outside_the_block_is_a_one_line_usage_error():
+    import subprocess
+
+    script = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "jpeg_shift.py")
+    result = subprocess.run([sys.executable, script, "--shift", "8"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        "argument --shift: invalid choice: 8 (choose from 1, 2, 3, 4, 5, 6, 7)")

@@ -75,6 +75,16 @@ def test_builder_defaults_read_from_the_source_are_the_signature(name):
     assert builder_defaults(name) == {key: p.default for key, p in parameters.items()}
 
 
+def test_build_keywords_leave_out_what_only_acts_in_training():
+    from mobilecls import recipes
+
+    recipe = recipes.override(recipes.Recipe(), ["model.name=shufflenet_v1", "model.groups=3", "model.dropout=0.2",
+                                                 "model.zero_init_residual=true"])
+    build = zoo._build_keywords(recipe, {"input_shape": (1, 32, 32, 3), "num_classes": 10})
+    assert build == {"width": 1.0, "input_size": 32, "num_classes": 10, "groups": 3, "shuffle": True,
+                     "grouped_conv": False}
+
+
 @pytest.fixture
 def small_zoo(tmp_path):
     shutil.copytree(os.path.join(ROOT, SMALL), tmp_path / SMALL)

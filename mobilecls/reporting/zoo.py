@@ -71,7 +71,7 @@ def _build_keywords(recipe, facts):
     model = recipe.model
     build = {"width": model.width, "input_size": facts["input_shape"][1], "num_classes": facts["num_classes"]}
     for key, default in builder_defaults(model.name).items():
-        if key not in build and key not in ("dropout", "zero_init_residual"):  # they only act in training
+        if key not in build and key not in ("dropout", "zero_init_residual"):  # they only shape training
             value = getattr(model, key, None)
             build[key] = default if value is None else value
     return build
