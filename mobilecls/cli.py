@@ -171,10 +171,17 @@ def fit(recipe_path, assignments, model, data, data_dir, epochs, batch_size, see
 
 
 # eval, quantize, prune and qat must evaluate on the images fit held out: the same holdout as its recipe.
-# The default is recipes.DataSection's (not imported here: the CLI starts without it; tests/test_cli.py checks).
-val_fraction_option = click.option(
-    "--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True,
-    help="Share of train held out as val when the data has no val split: the fit's data.val_fraction.")
+# The defaults are recipes.DataSection's (not imported here: the CLI starts without it; tests/test_cli.py checks).
+def holdout_options(command):
+    """--val-fraction and --holdout-seed: the fit's data.val_fraction and data.holdout_seed."""
+    command = click.option(
+        "--holdout-seed", type=click.IntRange(min=0), default=0, show_default=True,
+        help="Seed of the held-out val images when the data has no val split: the fit's data.holdout_seed.")(command)
+    return click.option(
+        "--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True,
+        help="Share of train held out as val when the data has no val split: the fit's data.val_fraction.")(command)
+
+
 range_quantile_option = click.option(
     "--range-quantile", type=click.FloatRange(0.5, 1), default=1.0, show_default=True,
     help="Calibrated int8 activation ranges span this quantile of the per-image extremes over the calibration "
@@ -191,7 +198,7 @@ range_quantile_option = click.option(
 @click.option("--int16x8", "mode", flag_value="int16x8", help="Int16 activations, int8 weights.")
 @click.option("--data", help="Calibration data and class names (synthetic, cifar10, folder:PATH, tfds:NAME).")
 @click.option("--data-dir", help="TFDS data_dir.")
-@val_fraction_option
+@holdout_options
 @click.option("--calibration-steps", type=int, default=256, show_default=True,
               help="Calibration images (stratified over the training split).")
 @range_quantile_option
@@ -213,8 +220,8 @@ range_quantile_option = click.option(
               help="With --int8 from a float model: per-layer PTQ error, the worst layers, and the accuracy "
                    "with them kept in float (written to OUT_report.json).")
 @_library_errors
-def quantize(model_path, mode, data, data_dir, val_fraction, calibration_steps, range_quantile, io, logits, mirror,
-             shift, author, license_, out, report):
+def quantize(model_path, mode, data, data_dir, val_fraction, holdout_seed, calibration_steps, range_quantile, io,
+             logits, mirror, shift, author, license_, out, report):
     """Convert a .keras model to a checked .tflite file (static batch 1, softmax, TFLite Metadata).
 
     Example: mobilecls quantize runs/demo/best.keras --int8 --data synthetic --report
@@ -231,8 +238,8 @@ def quantize(model_path, mode, data, data_dir, val_fraction, calibration_steps, 
     out = out or default_output(model_path, mode, mirror, shift)
     graph, meta = quantize_model(model_path, mode, out, data=data, calibration_steps=calibration_steps, io=io,
                                  data_dir=data_dir, logits=logits, author=author, license=license_,
-                                 val_fraction=val_fraction, range_quantile=range_quantile, mirror=mirror,
-                                 shift=shift)
+                                 val_fraction=val_fraction, holdout_seed=holdout_seed, range_quantile=range_quantile,
+                                 mirror=mirror, shift=shift)
     from mobilecls.export.metadata import min_runtime_version
     from mobilecls.files import read_tflite
 
@@ -242,16 +249,16 @@ def quantize(model_path, mode, data, data_dir, val_fraction, calibration_steps, 
                f"{graph.partitions} XNNPACK partition(s), "
                f"min runtime {min_runtime_version(read_tflite(out)) or 'unknown'}")
     if report:
-        _quantization_report(model_path, data, data_dir, val_fraction, calibration_steps, range_quantile,
-                             report_path(out))
+        _quantization_report(model_path, data, data_dir, {"val_fraction": val_fraction, "holdout_seed": holdout_seed},
+                             calibration_steps, range_quantile, report_path(out))
 
 
-def _quantization_report(model_path, data, data_dir, val_fraction, calibration_steps, range_quantile, json_out):
+def _quantization_report(model_path, data, data_dir, holdout, calibration_steps, range_quantile, json_out):
     from mobilecls.export.quantize import ptq_report
     from mobilecls.files import write_json
 
     result = ptq_report(model_path, data, calibration_steps=calibration_steps, data_dir=data_dir,
-                        val_fraction=val_fraction, range_quantile=range_quantile)
+                        range_quantile=range_quantile, **holdout)
     write_json(json_out, result)
     by_tensor = {row["tensor"]: row for row in result["layers"]}
     click.echo(f"per-layer PTQ error (RMSE / scale; rounding alone gives {result['rounding_noise']:.2f}), worst:")
@@ -306,12 +313,12 @@ def upgrade(paths, classes_path, data, data_dir, logits, io, author, license_):
                 type=click.Path())
 @click.option("--data", required=True, help="Dataset spec (synthetic, cifar10, folder:PATH, tfds:NAME).")
 @click.option("--data-dir", help="TFDS data_dir.")
-@val_fraction_option
+@holdout_options
 @click.option("--split", default="val", show_default=True, type=click.Choice(["val", "test", "train"]))
 @click.option("--compare", is_flag=True, help="Compare two models: top-1 agreement and output differences.")
 @click.option("--json", "json_out", type=click.Path(), help="Also write the result to this JSON file.")
 @_library_errors
-def evaluate(model_paths, data, data_dir, val_fraction, split, compare, json_out):
+def evaluate(model_paths, data, data_dir, val_fraction, holdout_seed, split, compare, json_out):
     """Accuracy, top-5, macro precision/recall/F1 and images/s of a model, or --compare two.
 
     Examples: mobilecls eval runs/demo/best_int8.tflite --data synthetic --split test
@@ -324,7 +331,8 @@ def evaluate(model_paths, data, data_dir, val_fraction, split, compare, json_out
     if len(model_paths) != (2 if compare else 1):
         raise click.UsageError("--compare takes exactly two models" if compare else "give one model (or --compare A B)")
     if compare:
-        result = evaluation.compare(*model_paths, data, split=split, data_dir=data_dir, val_fraction=val_fraction)
+        result = evaluation.compare(*model_paths, data, split=split, data_dir=data_dir, val_fraction=val_fraction,
+                                    holdout_seed=holdout_seed)
         summary = (f"{result['samples']} {split} images: top-1 agreement {result['top1_agreement']:.4f}, "
                    f"largest output difference {result['max_abs_difference']:.4g} "
                    f"(image {result['worst_image_index']}), mean {result['mean_abs_difference']:.4g}; "
@@ -335,7 +343,8 @@ def evaluate(model_paths, data, data_dir, val_fraction, split, compare, json_out
                     f"{divergence['first_divergent_error']:.3f} > {divergence['tolerance']})")
         summary += f" over {len(divergence['layers'])} matched layers"
     else:
-        result = evaluation.evaluate(model_paths[0], data, split=split, data_dir=data_dir, val_fraction=val_fraction)
+        result = evaluation.evaluate(model_paths[0], data, split=split, data_dir=data_dir, val_fraction=val_fraction,
+                                    holdout_seed=holdout_seed)
         summary = (f"{model_paths[0]} on {data} [{split}, {result['samples']} images]: accuracy "
                    f"{result['accuracy']:.4f}, top-5 {result['top5']:.4f}, precision {result['precision']:.4f}, "
                    f"recall {result['recall']:.4f}, F1 {result['f1']:.4f}, {result['images_per_sec']:.0f} images/s")
@@ -352,7 +361,7 @@ def _fine_tune_options(epochs, lr):
             click.argument("model_path", metavar="MODEL.keras", type=click.Path()),
             click.option("--data", required=True, help="Dataset spec the model was trained on."),
             click.option("--data-dir", help="TFDS data_dir."),
-            val_fraction_option,
+            holdout_options,
             click.option("--epochs", type=int, default=epochs, show_default=True, help="Fine-tuning epochs."),
             click.option("--lr", type=float, default=lr, show_default=True, help="Starting learning rate (cosine)."),
             click.option("--batch-size", type=int, default=128, show_default=True),
@@ -379,8 +388,8 @@ def _fine_tune_options(epochs, lr):
 @click.option("--teacher", "teacher_path", metavar="MODEL.keras",
               help="Teacher for --distill (default: the input model), e.g. the dense model of an already pruned one.")
 @_library_errors
-def prune_command(model_path, data, data_dir, val_fraction, epochs, lr, batch_size, out, quiet, sparsity, schedule,
-                  structured, policy, distill, teacher_path):
+def prune_command(model_path, data, data_dir, val_fraction, holdout_seed, epochs, lr, batch_size, out, quiet, sparsity,
+                  schedule, structured, policy, distill, teacher_path):
     """Magnitude pruning (tfmot) + fine-tuning; writes the pruned model and its sparsity.
 
     Example: mobilecls prune runs/demo/best.keras --data synthetic --sparsity 0.5 --out runs/demo-pruned
@@ -389,7 +398,8 @@ def prune_command(model_path, data, data_dir, val_fraction, epochs, lr, batch_si
 
     report = prune_run(model_path, data, out, sparsity=sparsity, schedule=schedule, structured=structured,
                        epochs=epochs, lr=lr, batch_size=batch_size, data_dir=data_dir, quiet=quiet, policy=policy,
-                       distill=distill, teacher_path=teacher_path, val_fraction=val_fraction)
+                       distill=distill, teacher_path=teacher_path, val_fraction=val_fraction,
+                       holdout_seed=holdout_seed)
     gz = report["tflite_fp32_gzip_bytes"]
     click.echo(f"{out}: sparsity {report['sparsity']:.3f}, val accuracy {report['val_accuracy_before']:.4f} -> "
                f"{report['val_accuracy_after']:.4f}, gzip .tflite {gz['before'] / 1e6:.2f} -> "
@@ -407,7 +417,8 @@ def prune_command(model_path, data, data_dir, val_fraction, epochs, lr, batch_si
 @_fine_tune_options(epochs=1, lr=1e-4)
 @range_quantile_option
 @_library_errors
-def qat_command(model_path, data, data_dir, val_fraction, epochs, lr, batch_size, out, quiet, range_quantile):
+def qat_command(model_path, data, data_dir, val_fraction, holdout_seed, epochs, lr, batch_size, out, quiet,
+                range_quantile):
     """Quantization-aware fine-tuning (tfmot, 8-bit; sparsity-preserving for pruned models).
 
     Example: mobilecls qat runs/demo/best.keras --data synthetic --epochs 2 --out runs/demo-qat
@@ -415,7 +426,7 @@ def qat_command(model_path, data, data_dir, val_fraction, epochs, lr, batch_size
     from mobilecls.optimize.runs import qat_run
 
     report = qat_run(model_path, data, out, epochs=epochs, lr=lr, batch_size=batch_size, data_dir=data_dir,
-                     quiet=quiet, val_fraction=val_fraction, range_quantile=range_quantile)
+                     quiet=quiet, val_fraction=val_fraction, holdout_seed=holdout_seed, range_quantile=range_quantile)
     click.echo(f"{out}: val accuracy float {report['val_accuracy_float']:.4f}, QAT {report['val_accuracy_qat']:.4f}"
                + (" (sparsity preserved)" if report["sparsity_preserving"] else ""))
 

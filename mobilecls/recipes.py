@@ -42,6 +42,7 @@ class DataSection:
     spec: str = "synthetic"
     data_dir: str | None = None
     val_fraction: float = 0.1
+    holdout_seed: int = 0  # which images are held out (the dataset's draw, not train.seed's)
     image_size: int | None = None  # resize variable-size sources (imagenette, imagenet2012)
     skip_bad: bool = False
 
@@ -272,6 +273,7 @@ def _check_ranges(recipe):
         (recipe.optimize.mirror_average or not recipe.optimize.shift_average,
          "optimize.shift_average adds shifted views to optimize.mirror_average's two: set both"),
         (0 < recipe.data.val_fraction < 1, "data.val_fraction must be in (0, 1)"),
+        (recipe.data.holdout_seed >= 0, f"data.holdout_seed must be >= 0, got {recipe.data.holdout_seed}"),
         (0 <= recipe.train.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
         (recipe.schedule.warmup_epochs < recipe.train.epochs or recipe.schedule.warmup_epochs == 0
          or recipe.train.time_budget_minutes,  # fit checks the planned epochs

@@ -48,7 +48,8 @@ def run_pipeline(recipe, out, quiet=False, bench_threads=(1, 2), bench_runs=30):
         os.makedirs(out, exist_ok=True)
         recipes.save(recipe, saved)
     data, data_dir = recipe.data.spec, recipe.data.data_dir
-    val_fraction = recipe.data.val_fraction  # every stage evaluates on the images fit held out
+    # every stage evaluates on the images fit held out
+    holdout = {"val_fraction": recipe.data.val_fraction, "holdout_seed": recipe.data.holdout_seed}
 
     fit_dir = os.path.join(out, "fit")
     if not _done(os.path.join(fit_dir, "metrics.json")):
@@ -66,14 +67,14 @@ def run_pipeline(recipe, out, quiet=False, bench_threads=(1, 2), bench_runs=30):
             _log(quiet, f"prune to {recipe.optimize.prune_sparsity:.0%}")
             prune_run(float_model, data, prune_dir, sparsity=recipe.optimize.prune_sparsity,
                       epochs=recipe.optimize.prune_epochs, lr=recipe.optimize.prune_lr, data_dir=data_dir, quiet=quiet,
-                      val_fraction=val_fraction)
+                      **holdout)
         source = os.path.join(prune_dir, "model.keras")
 
     qat_dir = os.path.join(out, "qat")
     if not _done(os.path.join(qat_dir, "report.json")):
         _log(quiet, "quantization-aware training")
         qat_run(source, data, qat_dir, epochs=recipe.optimize.qat_epochs, lr=recipe.optimize.qat_lr,
-                data_dir=data_dir, quiet=quiet, val_fraction=val_fraction,
+                data_dir=data_dir, quiet=quiet, **holdout,
                 calibration_steps=recipe.optimize.calibration_steps, range_quantile=recipe.optimize.range_quantile)
     qat_model = next(os.path.join(qat_dir, name) for name in ("model.h5", "model.keras")
                      if os.path.isfile(os.path.join(qat_dir, name)))
@@ -96,14 +97,14 @@ def run_pipeline(recipe, out, quiet=False, bench_threads=(1, 2), bench_runs=30):
             _log(quiet, f"quantize {name}")
             quantize(model_path, mode, files[name], data=data, data_dir=data_dir,
                      calibration_steps=recipe.optimize.calibration_steps, range_quantile=range_quantile,
-                     class_names=_class_names(fit_dir), val_fraction=val_fraction, mirror=mirror, shift=shift)
+                     class_names=_class_names(fit_dir), **holdout, mirror=mirror, shift=shift)
 
     results = []
     for name, path in files.items():
         result = os.path.join(out, "eval", f"{name}.json")
         if not _done(result):
             _log(quiet, f"eval {name}")
-            write_json(result, evaluate(path, data, data_dir=data_dir, val_fraction=val_fraction))
+            write_json(result, evaluate(path, data, data_dir=data_dir, **holdout))
         results.append(result)
     bench_file = os.path.join(out, "bench.json")
     if not _done(bench_file):

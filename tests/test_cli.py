@@ -51,14 +51,32 @@ def test_bad_input_is_a_one_line_error_with_status_2():
 
 @pytest.mark.parametrize("command", [["eval", "m.tflite"], ["quantize", "m.keras"], ["prune", "m.keras", "--out", "o"],
                                      ["qat", "m.keras", "--out", "o"]])
-def test_val_fraction_outside_0_to_1_is_refused_and_defaults_to_the_recipes(command):
+def test_a_bad_holdout_is_refused_and_the_defaults_are_the_recipes(command):
     from mobilecls.recipes import DataSection
 
     result = CliRunner().invoke(main, [*command, "--data", "synthetic", "--val-fraction", "1.5"])
     assert result.exit_code == 2
     assert "Invalid value for '--val-fraction': 1.5 is not in the range 0<x<1" in result.output
-    option = next(p for p in main.commands[command[0]].params if p.name == "val_fraction")
-    assert option.default == DataSection.val_fraction
+    result = CliRunner().invoke(main, [*command, "--data", "synthetic", "--holdout-seed", "-1"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--holdout-seed': -1 is not in the range x>=0" in result.output
+    defaults = {p.name: p.default for p in main.commands[command[0]].params}
+    assert (defaults["val_fraction"], defaults["holdout_seed"]) == (DataSection.val_fraction, DataSection.holdout_seed)
+
+
+@pytest.mark.parametrize("command", [["eval"], ["quantize", "--int8"], ["prune", "--out", "o"], ["qat", "--out", "o"]])
+def test_the_holdout_flags_reach_the_data(command, float_model, monkeypatch, tmp_path):
+    """Each command loads the data with --val-fraction and --holdout-seed (the fit's holdout)."""
+    import mobilecls.data
+
+    def spy(spec, **kwargs):
+        raise ValueError(f"loaded with val_fraction={kwargs['val_fraction']} seed={kwargs['seed']}")
+
+    monkeypatch.setattr(mobilecls.data, "load", spy)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, [command[0], str(float_model), *command[1:], "--data", "synthetic",
+                                       "--val-fraction", "0.25", "--holdout-seed", "4"])
+    assert result.exit_code == 2 and "loaded with val_fraction=0.25 seed=4" in result.output, result.output
 
 
 def _models_command(env_level):

@@ -148,24 +148,25 @@ def test_a_nan_loss_stops_the_run_with_a_clear_message(tmp_path, monkeypatch):
 
 
 def test_fit_holds_out_the_val_split_every_other_command_loads(monkeypatch, tmp_path):
-    """The holdout does not follow train.seed (7 in TINY): eval, quantize and QAT load the data
-    with load()'s default seed, so a seed-1 run must hold out the same images."""
+    """The holdout does not follow train.seed (7 in TINY): it is data.holdout_seed, whose default is
+    load()'s and the commands' (eval, quantize and QAT load the data with --holdout-seed)."""
     import inspect
 
     from mobilecls.data import load
     from mobilecls.training import train
 
-    seen = {}
+    seen = []
 
     def spy(spec, **kwargs):
-        seen.update(kwargs)
+        seen.append(kwargs)
         raise RuntimeError("stop after the data call")
 
     monkeypatch.setattr(train, "load_data", spy)
-    with pytest.raises(RuntimeError, match="stop after the data call"):
-        train.fit(TINY, str(tmp_path / "run"), quiet=True)
+    for recipe in (TINY, recipes.replace(TINY, data={"holdout_seed": 3})):
+        with pytest.raises(RuntimeError, match="stop after the data call"):
+            train.fit(recipe, str(tmp_path / f"run{len(seen)}"), quiet=True)
     default = inspect.signature(load).parameters["seed"].default
-    assert TINY.train.seed == 7 and seen.get("seed", default) == default
+    assert TINY.train.seed == 7 and [kwargs["seed"] for kwargs in seen] == [default, 3]
 
 
 def test_with_ema_decay_validation_and_best_keras_use_the_averaged_weights(tmp_path):

@@ -87,6 +87,14 @@ def test_jpeg_quality_is_a_range_of_two_qualities():
         recipes.override(recipes.Recipe(), ["augment.jpeg_probability=0.5"])
 
 
+def test_holdout_seed_is_an_integer_from_0():
+    assert recipes.override(recipes.Recipe(), ["data.holdout_seed=2"]).data.holdout_seed == 2
+    with pytest.raises(ValueError, match="data.holdout_seed must be >= 0, got -1"):
+        recipes.override(recipes.Recipe(), ["data.holdout_seed=-1"])
+    with pytest.raises(ValueError, match="recipe key data.holdout_seed: expected int, got 1.5"):
+        recipes.override(recipes.Recipe(), ["data.holdout_seed=1.5"])
+
+
 def test_overrides_parse_yaml_values_and_return_a_new_recipe():
     base = recipes.Recipe()
     changed = recipes.override(base, ["optimizer.lr=0.05", "model.shuffle=false",

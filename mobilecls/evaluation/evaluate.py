@@ -64,7 +64,7 @@ def open_model(path):
     return ModelFile(path, content, class_names_beside(path), (1, *model.input_shape[1:]), model)
 
 
-def evaluate(model_path, data, split="val", data_dir=None, dataset=None, val_fraction=0.1):
+def evaluate(model_path, data, split="val", data_dir=None, dataset=None, val_fraction=0.1, holdout_seed=0):
     """Accuracy, top-5, macro precision / recall / F1, confusion and images/s of a model.
 
     Raises:
@@ -75,7 +75,7 @@ def evaluate(model_path, data, split="val", data_dir=None, dataset=None, val_fra
     if dataset is None:
         from mobilecls.data import load
 
-        dataset = load(data, data_dir=data_dir, val_fraction=val_fraction)
+        dataset = load(data, data_dir=data_dir, val_fraction=val_fraction, seed=holdout_seed)
     if split not in dataset.splits:
         raise ValueError(f"split {split!r} not in {data}; it has: {', '.join(sorted(dataset.splits))}")
     part = dataset.splits[split]
@@ -100,7 +100,8 @@ def _check_fits(model, images, data):
                          f"{model.path} expects {'x'.join(map(str, model.input_shape[1:]))}")
 
 
-def compare(first_path, second_path, data, split="val", data_dir=None, dataset=None, probes=8, val_fraction=0.1):
+def compare(first_path, second_path, data, split="val", data_dir=None, dataset=None, probes=8, val_fraction=0.1,
+            holdout_seed=0):
     """Top-1 agreement and output differences of two models on the same images, and the first
     layer whose outputs diverge (compared on the ``probes`` images where the outputs differ most).
 
@@ -112,7 +113,7 @@ def compare(first_path, second_path, data, split="val", data_dir=None, dataset=N
     if dataset is None:
         from mobilecls.data import load
 
-        dataset = load(data, data_dir=data_dir, val_fraction=val_fraction)
+        dataset = load(data, data_dir=data_dir, val_fraction=val_fraction, seed=holdout_seed)
     if split not in dataset.splits:
         raise ValueError(f"split {split!r} not in {data}; it has: {', '.join(sorted(dataset.splits))}")
     images = dataset.splits[split].images

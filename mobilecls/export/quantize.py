@@ -46,7 +46,7 @@ def report_path(out):
 
 def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, class_names=None,
              data_dir=None, logits=False, author=None, license=None, val_fraction=0.1, range_quantile=1.0,
-             mirror=False, shift=False):
+             mirror=False, shift=False, holdout_seed=0):
     """Convert a .keras model to a checked .tflite file with standard TFLite Metadata.
 
     The file ends in a softmax (probabilities; in int8 files an int8 softmax) unless ``logits``,
@@ -64,6 +64,7 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, c
         author, license: for the standard metadata.
         val_fraction: share of 'train' held out as 'val' when ``data`` has no val split; the
             fit's ``data.val_fraction``, so that calibration draws from the same training images.
+        holdout_seed: the seed of that holdout, the fit's ``data.holdout_seed``.
         range_quantile: int8 / int16x8 from a float model: each activation range spans this
             quantile of the per-image extremes over the calibration images (1: their min / max,
             the converter's own; 0.95 clips the few images with rare large activations, see
@@ -104,7 +105,7 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, c
     if data is not None:
         from mobilecls.data import load
 
-        dataset = load(data, data_dir=data_dir, val_fraction=val_fraction)
+        dataset = load(data, data_dir=data_dir, val_fraction=val_fraction, seed=holdout_seed)
         trained_on = class_names_beside(model_path)
         if class_names is None and trained_on is not None and trained_on != list(dataset.class_names):
             raise ValueError(f"{model_path} was trained on classes {', '.join(trained_on)}; {data} has "
@@ -150,7 +151,7 @@ def quantize(model_path, mode, out, data=None, calibration_steps=256, io=None, c
 
 
 def ptq_report(model_path, data, calibration_steps=256, debug_steps=64, worst=5, split="val", data_dir=None,
-               val_fraction=0.1, range_quantile=1.0):
+               val_fraction=0.1, range_quantile=1.0, holdout_seed=0):
     """Where post-training int8 quantization of a float model loses accuracy (see quantize_debug).
 
     Raises:
@@ -163,7 +164,7 @@ def ptq_report(model_path, data, calibration_steps=256, debug_steps=64, worst=5,
     model = load_keras_model(model_path)
     if is_qat_model(model):
         raise ValueError(f"{model_path} is a QAT model; --report measures post-training quantization of a float model")
-    dataset = load(data, data_dir=data_dir, val_fraction=val_fraction)
+    dataset = load(data, data_dir=data_dir, val_fraction=val_fraction, seed=holdout_seed)
     if split not in dataset.splits:
         raise ValueError(f"split {split!r} not in {data}; it has: {', '.join(sorted(dataset.splits))}")
     calibration = calibration_images(dataset, calibration_steps)

@@ -11,7 +11,7 @@ def _output_folder(out):
         raise ValueError(f"output folder {out} already exists and is not empty; choose another --out")
 
 
-def _load(model_path, data, data_dir, val_fraction, check_model=None):
+def _load(model_path, data, data_dir, val_fraction, holdout_seed, check_model=None):
     """The model and the dataset, checked against each other; ``check_model(model)`` runs before the data loads."""
     from mobilecls.data import load
     from mobilecls.models.io import class_names_beside, load_keras_model
@@ -19,7 +19,7 @@ def _load(model_path, data, data_dir, val_fraction, check_model=None):
     model = load_keras_model(model_path)
     if check_model is not None:
         check_model(model)
-    dataset = load(data, data_dir=data_dir, val_fraction=val_fraction)
+    dataset = load(data, data_dir=data_dir, val_fraction=val_fraction, seed=holdout_seed)
     names = class_names_beside(model_path)
     if names is not None and list(names) != list(dataset.class_names):
         raise ValueError(f"{model_path} was trained on classes {', '.join(names)}; {data} has "
@@ -49,7 +49,7 @@ def _write_outputs(folder, model, report, dataset):
 
 def prune_run(model_path, data, out, sparsity=0.5, schedule="polynomial", structured=None, epochs=5, lr=0.01,
               batch_size=128, data_dir=None, quiet=True, policy="all", bench_runs=100, distill=0.0,
-              teacher_path=None, val_fraction=0.1):
+              teacher_path=None, val_fraction=0.1, holdout_seed=0):
     """Prune a .keras model, fine-tune it, strip the wrappers and write ``out``.
 
     ``out`` gets model.keras (pruned, float), classes.json and report.json (val accuracy before
@@ -83,7 +83,7 @@ def prune_run(model_path, data, out, sparsity=0.5, schedule="polynomial", struct
         if teacher is not None:
             check_teacher(teacher, teacher_path, model, model_path)
 
-    model, dataset = _load(model_path, data, data_dir, val_fraction, check_model)
+    model, dataset = _load(model_path, data, data_dir, val_fraction, holdout_seed, check_model)
     teacher = model if teacher is None else teacher
     before = fine_tune(model, dataset, 0, lr, batch_size)
     steps = max(1, len(dataset.splits["train"].images) // batch_size)
@@ -139,7 +139,7 @@ def sparse_inference_speedup(model, folder, runs=100):
 
 
 def qat_run(model_path, data, out, epochs=1, lr=1e-4, batch_size=128, data_dir=None, quiet=True, val_fraction=0.1,
-            calibration_steps=256, range_quantile=1.0):
+            calibration_steps=256, range_quantile=1.0, holdout_seed=0):
     """Quantization-aware fine-tuning of a .keras model into ``out`` (model.h5 is the QAT model).
 
     A pruned model (>= 30 % zero weights) uses tfmot's sparsity-preserving scheme. The activation
@@ -156,7 +156,7 @@ def qat_run(model_path, data, out, epochs=1, lr=1e-4, batch_size=128, data_dir=N
     from mobilecls.optimize.qat import PRUNED_THRESHOLD, KeepRanges, frozen_batchnorm, qat
 
     _output_folder(out)
-    model, dataset = _load(model_path, data, data_dir, val_fraction)
+    model, dataset = _load(model_path, data, data_dir, val_fraction, holdout_seed)
     before = fine_tune(model, dataset, 0, lr, batch_size)
     sparsity = overall_sparsity(model)
     quantized = qat(model, calibration=calibration_images(dataset, calibration_steps), range_quantile=range_quantile)

@@ -263,11 +263,12 @@ def model_card(root, folder, entries):
     first = entries[0]
     build = ", ".join(f"{key}={value}" for key, value in first["build"].items())
     data_flag = f" --data {recipe.data.spec}"
-    # the commands after fit hold out what fit held out (--val-fraction's default is the recipes')
+    # the commands after fit hold out what fit held out (the flags' defaults are the recipes')
     from mobilecls.recipes import DataSection
 
-    holdout = recipe.data.val_fraction
-    holdout_flag = data_flag + ("" if holdout == DataSection.val_fraction else f" --val-fraction {holdout:g}")
+    fraction, seed = recipe.data.val_fraction, recipe.data.holdout_seed
+    holdout_flag = (data_flag + ("" if fraction == DataSection.val_fraction else f" --val-fraction {fraction:g}")
+                    + ("" if seed == DataSection.holdout_seed else f" --holdout-seed {seed}"))
     fp32 = next((e for e in entries if e["mode"] == "fp32" and e["val"]), None)
     lines = [CARD_MARKER, "", f"# {folder}: `{first['model']}`", "",
              "| | |", "|---|---|",

@@ -591,10 +591,10 @@ def fit(recipe, out, resume=False, quiet=False, strategy="default"):
     elif isinstance(recipe, str):
         recipe = recipes.load(recipe)
     keras.utils.set_random_seed(recipe.train.seed)
-    # The holdout is the dataset's, not the run's: load()'s own seed whatever train.seed, the split
-    # that eval, quantize and QAT load. Held out with train.seed, a seed-1 run was evaluated on images it trained on.
+    # The holdout is the dataset's, not the run's: data.holdout_seed whatever train.seed, the split that
+    # eval, quantize and QAT load. Held out with train.seed, a seed-1 run was evaluated on images it trained on.
     data = load_data(recipe.data.spec, data_dir=recipe.data.data_dir, val_fraction=recipe.data.val_fraction,
-                     skip_bad=recipe.data.skip_bad, image_size=recipe.data.image_size)
+                     seed=recipe.data.holdout_seed, skip_bad=recipe.data.skip_bad, image_size=recipe.data.image_size)
     _check_splits(data, recipe)
     if data.skipped and not quiet:
         print(f"skipped {len(data.skipped)} unreadable image(s), e.g. {data.skipped[0]}")
