@@ -249,16 +249,17 @@ def quantize(model_path, mode, data, data_dir, val_fraction, holdout_seed, calib
                f"{graph.partitions} XNNPACK partition(s), "
                f"min runtime {min_runtime_version(read_tflite(out)) or 'unknown'}")
     if report:
-        _quantization_report(model_path, data, data_dir, {"val_fraction": val_fraction, "holdout_seed": holdout_seed},
-                             calibration_steps, range_quantile, report_path(out))
+        _quantization_report(model_path, data, data_dir, val_fraction, holdout_seed, calibration_steps, range_quantile,
+                             report_path(out))
 
 
-def _quantization_report(model_path, data, data_dir, holdout, calibration_steps, range_quantile, json_out):
+def _quantization_report(model_path, data, data_dir, val_fraction, holdout_seed, calibration_steps, range_quantile,
+                         json_out):
     from mobilecls.export.quantize import ptq_report
     from mobilecls.files import write_json
 
     result = ptq_report(model_path, data, calibration_steps=calibration_steps, data_dir=data_dir,
-                        range_quantile=range_quantile, **holdout)
+                        val_fraction=val_fraction, holdout_seed=holdout_seed, range_quantile=range_quantile)
     write_json(json_out, result)
     by_tensor = {row["tensor"]: row for row in result["layers"]}
     click.echo(f"per-layer PTQ error (RMSE / scale; rounding alone gives {result['rounding_noise']:.2f}), worst:")

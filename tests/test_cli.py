@@ -79,6 +79,20 @@ def test_the_holdout_flags_reach_the_data(command, float_model, monkeypatch, tmp
     assert result.exit_code == 2 and "loaded with val_fraction=0.25 seed=4" in result.output, result.output
 
 
+def test_quantize_report_debugs_on_the_holdout_it_is_given(float_model, monkeypatch, tmp_path):
+    """--report's PTQ debugging loads the data again: with the same --val-fraction and --holdout-seed."""
+    from mobilecls.export import quantize
+
+    def spy(model_path, data, **kwargs):
+        raise ValueError(f"report with val_fraction={kwargs['val_fraction']} seed={kwargs['holdout_seed']}")
+
+    monkeypatch.setattr(quantize, "ptq_report", spy)
+    result = CliRunner().invoke(main, ["quantize", str(float_model), "--int8", "--data", "synthetic", "--report",
+                                       "--calibration-steps", "8", "--val-fraction", "0.25", "--holdout-seed", "4",
+                                       "-o", str(tmp_path / "m.tflite")])
+    assert result.exit_code == 2 and "report with val_fraction=0.25 seed=4" in result.output, result.output
+
+
 def _models_command(env_level):
     import os
 
